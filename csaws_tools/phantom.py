@@ -29,7 +29,7 @@ from .classes import MASK_CLASSES
 
 #: Density levels of the tissues (arbitrary units; only their order matters).
 FAT = 0.30
-SKIN = 0.46
+SKIN = 0.40
 MUSCLE = 0.56
 NIPPLE = 0.44
 CALCIUM = 1.25
@@ -125,10 +125,10 @@ def _enlarge(small: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 def _box(cy: float, cx: float, radius: float, rows: int, cols: int) -> tuple[slice, slice, np.ndarray, np.ndarray]:
     """Bounding box of a disc, clipped to the image, with its local coordinate grids."""
-    y0 = max(0, int(np.floor(cy - radius)) - 1)
-    y1 = min(rows, int(np.ceil(cy + radius)) + 2)
-    x0 = max(0, int(np.floor(cx - radius)) - 1)
-    x1 = min(cols, int(np.ceil(cx + radius)) + 2)
+    y0 = min(rows, max(0, int(np.floor(cy - radius)) - 1))
+    y1 = max(y0, min(rows, int(np.ceil(cy + radius)) + 2))
+    x0 = min(cols, max(0, int(np.floor(cx - radius)) - 1))
+    x1 = max(x0, min(cols, int(np.ceil(cx + radius)) + 2))
     yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
     xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
     return slice(y0, y1), slice(x0, x1), yy, xx
@@ -201,13 +201,13 @@ def make_phantom(spec: PhantomSpec, rng: np.random.Generator) -> Phantom:
     # -- breast outline: a half ellipse from the chest wall (x = 0), tilted on MLO views
     if mlo:
         cy = R * rng.uniform(0.40, 0.46)
-        ay = R * rng.uniform(0.44, 0.50)
-        ax = C * rng.uniform(0.50, 0.58)
+        ay = R * rng.uniform(0.42, 0.48)
+        ax = C * rng.uniform(0.46, 0.54)
         tilt = np.deg2rad(rng.uniform(8, 16))
     else:
         cy = R * rng.uniform(0.46, 0.54)
-        ay = R * rng.uniform(0.38, 0.44)
-        ax = C * rng.uniform(0.50, 0.60)
+        ay = R * rng.uniform(0.36, 0.42)
+        ax = C * rng.uniform(0.46, 0.56)
         tilt = np.deg2rad(rng.uniform(-4, 4))
     ct, st = f32(np.cos(tilt)), f32(np.sin(tilt))
     u = (x * ct + (y - f32(cy)) * st) / f32(ax)  # along the breast axis, toward the nipple
@@ -287,22 +287,25 @@ def make_phantom(spec: PhantomSpec, rng: np.random.Generator) -> Phantom:
 
     # -- thick vessels: gently curving tubes from the chest wall toward the nipple
     if spec.thick_vessels:
-        tv = max(1.5, 0.0055 * R)
+        tv = max(1.5, 0.008 * R)
         for _ in range(int(rng.integers(2, 4))):
             x_start = ax * rng.uniform(0.0, 0.1)
             x_end = ax * rng.uniform(0.6, 0.85)
             y0v = cy + ay * rng.uniform(-0.55, 0.55)
             slope = rng.uniform(-0.25, 0.25)
-            amp, freq, ph = ay * rng.uniform(0.02, 0.07), rng.uniform(2, 5) / ax, rng.uniform(0, 6.3)
+            amp, freq, phase = ay * rng.uniform(0.02, 0.07), rng.uniform(2, 5) / ax, rng.uniform(0, 6.3)
             xs_ = slice(max(0, int(x_start)), min(C, int(x_end)))
             xv = np.arange(xs_.start, xs_.stop, dtype=f32)[None, :]
-            centre = f32(y0v) + f32(slope) * xv + f32(amp) * np.sin(f32(freq) * xv + f32(ph))
+            centre = f32(y0v) + f32(slope) * xv + f32(amp) * np.sin(f32(freq) * xv + f32(phase))
             half = f32(tv / 2) * np.sqrt(1 + f32(slope) ** 2)
-            dist = np.abs(y - centre)
-            tube = (dist <= half) & gland[:, xs_]
-            masks["thick_vessels"][:, xs_] |= tube
+            # only the rows the tube crosses
+            ys_ = slice(max(0, int(np.floor(centre.min() - half)) - 1),
+                        max(0, min(R, int(np.ceil(centre.max() + half)) + 2)))
+            dist = np.abs(y[ys_] - centre)
+            tube = (dist <= half) & gland[ys_, xs_]
+            masks["thick_vessels"][ys_, xs_] |= tube
             profile = np.sqrt(np.clip(1 - (dist / half) ** 2, 0, 1))
-            region = density[:, xs_]
+            region = density[ys_, xs_]
             region += np.where(tube, f32(0.12) * profile, f32(0))
             del dist, tube, profile
 
@@ -352,7 +355,7 @@ def make_phantom(spec: PhantomSpec, rng: np.random.Generator) -> Phantom:
     # -- axillary lymph nodes (MLO): ovals with a darker fatty hilum, near the pectoral edge
     if spec.lymph_nodes and mlo:
         for _ in range(int(rng.integers(1, 3))):
-            la, lb = R * rng.uniform(0.018, 0.03), R * rng.uniform(0.012, 0.02)
+            la, lb = R * rng.uniform(0.022, 0.034), R * rng.uniform(0.014, 0.022)
             lcy = R * rng.uniform(0.06, 0.2)
             lcx = pw * (1 - lcy / ph) + C * rng.uniform(0.02, 0.08)
             rot = rng.uniform(0, np.pi)
@@ -368,7 +371,7 @@ def make_phantom(spec: PhantomSpec, rng: np.random.Generator) -> Phantom:
 
     # -- a foreign object: a metal clip or a round skin marker
     if spec.foreign_object:
-        area = rng.uniform(0.003, 0.008) * R * C
+        area = rng.uniform(0.004, 0.010) * R * C
         fcy, fcx = cy + ay * rng.uniform(-0.45, 0.45), ax * rng.uniform(0.25, 0.7)
         if rng.random() < 0.5:  # a rotated rectangular clip
             length = np.sqrt(area * 4)
@@ -411,7 +414,7 @@ def make_phantom(spec: PhantomSpec, rng: np.random.Generator) -> Phantom:
 def _burn_text(rng: np.random.Generator, density: np.ndarray, mask: np.ndarray, right: bool) -> None:
     """Draw a line of blocky 3 x 5 'characters'; the mask covers the text's rectangle."""
     R, C = density.shape
-    cell = max(1, int(round(0.0022 * R)))  # one glyph pixel
+    cell = max(1, int(round(0.0018 * R)))  # one glyph pixel
     n_chars = int(rng.integers(4, 8))
     glyphs = rng.random((n_chars, 5, 3)) < 0.55
     glyphs[:, :, 1] |= ~glyphs.any(axis=2)  # no empty rows
