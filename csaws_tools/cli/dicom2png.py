@@ -1,0 +1,74 @@
+"""``csaws-prepare dicom2png``: DICOM files and folders to 8/16-bit PNG (see :mod:`csaws_tools.dicom2png`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ._common import batch_options, finish, handle_errors
+
+
+@click.command("dicom2png")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (created if needed); the manifest is OUT/manifest.parquet.")
+@click.option("--voi", type=click.Choice(["auto", "window", "lut", "none"]), default="auto", show_default=True,
+              help="VOI step (PS3.3 C.11.2): 'auto' uses the window (Window Center/Width) if the file has "
+                   "one, else its VOI LUT Sequence, else the --fallback; 'window' or 'lut' use only that one; "
+                   "'none' maps the whole Modality LUT output range onto the output.")
+@click.option("--voi-index", type=click.IntRange(min=0), default=None,
+              help="Which window preset or VOI LUT to use, 0-based [default: 0]. An index the file does "
+                   "not have is an error for that file.")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="PNG bit depth: the VOI output range is mapped onto 0..255 or 0..65535.")
+@click.option("--fallback", type=click.Choice(["error", "minmax", "percentile"]), default="error",
+              show_default=True,
+              help="For files without usable VOI data (none present, window width below 1): fail the file, "
+                   "or window over the image's min..max or its 0.5th..99.5th percentiles. The manifest "
+                   "records which was used and why (voi_kind, fallback_reason).")
+@click.option("--frame", type=click.IntRange(min=0), default=None,
+              help="Frame to convert from multi-frame files, 0-based (without it multi-frame files fail).")
+@click.option("--name", "name_template", metavar="TEMPLATE", default=None,
+              help="Name outputs from DICOM keywords instead of input paths, e.g. "
+                   "'{PatientID}/{PatientID}_{InstanceNumber:04d}' ('.png' is added; {stem} is the "
+                   "input's name). Values are sanitised to letters, digits and . _ + -, so names "
+                   "stay inside OUT.")
+@batch_options
+@handle_errors
+def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | None, bits: str, fallback: str,
+              frame: int | None, name_template: str | None, workers: int | None, overwrite: bool,
+              fail_fast: bool, no_progress: bool, scheduler: str | None, shard: tuple[int, int] | None,
+              batch_size: int | None) -> None:
+    """Convert DICOM images (files, or folders searched recursively) to PNG in OUT.
+
+    DICOM files are recognised by content, not by name; other files are skipped and
+    counted. Each image goes through the Modality LUT (Rescale Slope/Intercept or
+    Modality LUT Sequence), the VOI window or LUT, a linear map of the VOI output range
+    onto the PNG range, and inversion of MONOCHROME1 so that the background is black.
+
+    Outputs are OUT/<path relative to the input folder>.png (a.dcm -> a.png), or
+    OUT/<stem>.png for a file given directly, or named by --name. A rerun skips outputs
+    made with the same settings (--overwrite redoes them). Every input gets a row in
+    OUT/manifest.parquet; the run ends with "N converted, M skipped, K failed" and exit
+    status 1 if anything failed.
+
+    \b
+    Examples:
+      csaws-prepare dicom2png raw/ -o png/
+      csaws-prepare dicom2png raw/ -o png16/ --bits 16 --fallback percentile
+      csaws-prepare dicom2png raw/ -o png/ --voi-index 1 --name '{PatientID}_{SOPInstanceUID}'
+    """
+    from ..dicom2png import convert
+
+    try:
+        result = convert(
+            list(inputs), out, voi=voi, voi_index=voi_index, bits=int(bits), fallback=fallback, frame=frame,
+            name=name_template, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
+            progress=not no_progress, scheduler=scheduler, shard=shard, batch_size=batch_size,
+        )
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    finish(result, "converted")
