@@ -1,0 +1,43 @@
+"""``csaws-prepare preview``: overlay PNGs of label maps on their images, and a contact sheet."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import batch_options, finish, handle_errors
+
+
+@click.command("preview")
+@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of images (searched recursively; paired with maps by file name <image id>).")
+@click.option("--masks", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of label maps, e.g. the output of merge-masks (searched recursively).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: one overlay per map (same sub-folders), contact_sheet.png, manifest.parquet.")
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.45, show_default=True,
+              help="Opacity of the class colours over the image.")
+@click.option("--max-size", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Longer side of each overlay in pixels (images are downscaled, never enlarged).")
+@click.option("--thumb-size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Cell size of the contact sheet in pixels.")
+@click.option("--numbering", type=click.Choice(["standard", "release"]), default=None,
+              help="Numbering of the maps (default: from the labels.json beside them; standard if none).")
+@batch_options
+@handle_errors
+def preview(images, masks, out, alpha, max_size, thumb_size, numbering, workers, overwrite, fail_fast,
+            no_progress, scheduler, shard, batch_size):
+    """Write overlays (image in grey, classes in colour, a legend) and one contact sheet of a folder.
+
+    A quick check that masks, images and intensity inversion line up.
+
+    \b
+    Example:
+      csaws-prepare preview --images CsawS --masks maps -o previews
+    """
+    from ..preview import preview as run
+
+    result = run(images, masks, out, alpha=alpha, max_size=max_size, thumb_size=thumb_size, numbering=numbering,
+                 workers=workers, overwrite=overwrite, fail_fast=fail_fast, progress=not no_progress,
+                 scheduler=scheduler, shard=shard, batch_size=batch_size)
+    click.echo(f"contact sheet: {result.manifest.parent / 'contact_sheet.png'}" if result.manifest else "")
+    finish(result, "previewed")
