@@ -1,0 +1,225 @@
+"""The with/without complementary-label grid (protocol section 5, paper Figure 1).
+
+For every training-set size N and repetition, two runs share the very same
+crops, seed, initialisation and augmentation stream and differ only in the
+label scheme: "with" (default ``all``, 12 classes; any spec of
+:mod:`csaws_tools.labels`, e.g. ``leave-one-out:skin``, ``random:3:0``) and
+"without" (``binary``: cancer against background). Each run's selected
+checkpoint is evaluated on the whole test images against every expert and
+the consensus.
+
+Output folder::
+
+    runs/<setting>/n<N>/rep<r>/     one run folder each (see loop.py) + test.json
+    results.parquet                 setting, n_train, repetition, evaluated_against, iou, ...
+    summary.csv, summary.md         mean, 95% CI per setting and N, relative gain
+    figure1.png                     IoU against N, both settings, shaded 95% CIs
+
+Rerunning skips finished runs and evaluations; an interrupted run resumes
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_path, write_text_atomic
+from ..batch import settings_hash
+from ..errors import InputError
+from ..labels import parse_scheme
+from .data import file_hash, read_index
+from .loop import TrainConfig, load_selected, resolve_device, train_run
+from .metrics import mean_ci, relative_gain
+
+DEFAULT_SIZES = (25, 50, 100, 263)
+DEFAULT_REPETITIONS = 5
+SETTINGS = ("with", "without")
+
+
+@dataclass
+class ExperimentConfig:
+    """Inputs and grid of the experiment; ``train`` holds the per-run settings."""
+
+    train: TrainConfig
+    test_tiles: str
+    test_maps: str
+    splits: str | None = None
+    sizes: Sequence[int] = DEFAULT_SIZES
+    repetitions: int = DEFAULT_REPETITIONS
+    with_scheme: str = "all"
+    without_scheme: str = "binary"
+    subset_seed: int = 0
+    keep_last: bool = False
+
+
+def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
+    """Image ids of each (N, repetition), from the splits file or sampled at the patient level.
+
+    Without a splits file, :func:`csaws_tools.splits.make_splits` samples them
+    from the image ids of the training patches file (all its images are the
+    training pool: validation lives in its own file).
+    """
+    from ..splits import make_splits, select_images, load_splits
+
+    keys: dict[int, str] = {}
+    if cfg.splits:
+        sp = load_splits(cfg.splits)
+        for n in cfg.sizes:
+            if str(int(n)) not in sp.get("subsets", {}):
+                have = ", ".join(sorted(sp.get("subsets", {}), key=int)) or "none"
+                raise InputError(f"{cfg.splits}: no subset of size {n} (it has {have})")
+            keys[int(n)] = str(int(n))
+    else:
+        pool = sorted(set(read_index(cfg.train.train_file)["image_id"].astype(str)))
+        keys = {int(n): str(min(int(n), len(pool))) for n in cfg.sizes}
+        # every image of the training patches file is in the pool (validation has its own file)
+        sp = make_splits(pool, sizes=sorted({int(k) for k in keys.values()}), repetitions=cfg.repetitions,
+                         seed=cfg.subset_seed, val_patients=[])
+    out: dict[int, dict[int, list[str]]] = {}
+    for n, key in keys.items():
+        out[n] = {r: select_images(sp, key, r) for r in range(cfg.repetitions)}
+    return out
+
+
+def run_seed(base: int, n: int, rep: int) -> int:
+    """Seed shared by the two settings of one grid cell."""
+    return int(base) * 100_003 + int(n) * 101 + int(rep)
+
+
+def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[str], None] | None = None,
+             overwrite: bool = False) -> pd.DataFrame:
+    """Train and evaluate every (setting, N, repetition); write results, summary and figure."""
+    log = log or print
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    schemes = {"with": parse_scheme(cfg.with_scheme), "without": parse_scheme(cfg.without_scheme)}
+    if schemes["without"].num_classes >= schemes["with"].num_classes:
+        log("note: the 'without' scheme has no fewer classes than the 'with' scheme")
+    grid = subsets(cfg)
+    device = resolve_device(cfg.train.device)
+    tiles_hash = file_hash(cfg.test_tiles)
+    rows: list[dict] = []
+    for n, reps in grid.items():
+        for rep, ids in reps.items():
+            for setting in SETTINGS:
+                run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
+                tcfg = replace(cfg.train, scheme=schemes[setting].spec, image_ids=list(ids),
+                               seed=run_seed(cfg.train.seed, n, rep))
+                log(f"[{setting} N={n} rep={rep}] {len(ids)} images")
+                metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite)
+                if not cfg.keep_last:
+                    (run_dir / "last.pt").unlink(missing_ok=True)
+                test = _evaluate_run(run_dir, cfg, device, metrics["settings_hash"], tiles_hash, overwrite)
+                for r in test:
+                    rows.append({"setting": setting, "n_train": n, "repetition": rep, **r,
+                                 "n_images_train": len(ids), "scheme": schemes[setting].spec,
+                                 "num_classes": schemes[setting].num_classes,
+                                 "selected_iteration": metrics.get("selected_iteration"),
+                                 "selected_val_iou": metrics.get("selected_val_iou"),
+                                 "run": str(run_dir.relative_to(out))})
+    results = pd.DataFrame(rows)
+    with atomic_path(out / "results.parquet") as tmp:
+        results.to_parquet(tmp, index=False)
+    table = summarise(results)
+    with atomic_path(out / "summary.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_text_atomic(out / "summary.md", summary_markdown(table) + "\n")
+    plot_figure1(results, out / "figure1.png")
+    return results
+
+
+def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, tiles_hash: str,
+                  overwrite: bool) -> list[dict]:
+    from .evaluate import evaluate_model
+
+    path = run_dir / "test.json"
+    key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(Path(cfg.test_maps).resolve())})
+    if path.is_file() and not overwrite:
+        done = json.loads(path.read_text())
+        if done.get("settings_hash") == key:
+            return done["rows"]
+    model = load_selected(run_dir, device)
+    use_cl = cfg.train.channels_last and device.type == "cuda"
+    if use_cl:
+        model = model.to(memory_format=__import__("torch").channels_last)
+    rows = evaluate_model(model, cfg.test_tiles, cfg.test_maps, device, batch_size=cfg.train.eval_batch_size,
+                          amp=cfg.train.amp, channels_last=use_cl)
+    write_text_atomic(path, json.dumps({"settings_hash": key, "rows": rows}, indent=1) + "\n")
+    return rows
+
+
+def summarise(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Mean and CI of ``iou`` per (evaluated_against, n_train, setting), with the relative gain per N."""
+    out = []
+    for (ref, n), grp in results.groupby(["evaluated_against", "n_train"], sort=True):
+        row = {"evaluated_against": ref, "n_train": int(n)}
+        means = {}
+        for setting in SETTINGS:
+            vals = grp.loc[grp["setting"] == setting, "iou"].to_numpy(float)
+            ci = mean_ci(vals, level)
+            means[setting] = ci.mean
+            row.update({f"{setting}_mean": ci.mean, f"{setting}_ci_low": ci.low, f"{setting}_ci_high": ci.high,
+                        f"{setting}_runs": ci.n})
+        row["relative_gain"] = relative_gain(means["with"], means["without"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """The summary as a markdown table (IoU mean [95% CI])."""
+    def fmt(r, s):
+        m, lo, hi = r[f"{s}_mean"], r[f"{s}_ci_low"], r[f"{s}_ci_high"]
+        if not np.isfinite(m):
+            return "n/a"
+        return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{m:.3f}"
+
+    lines = ["| evaluated against | N | with: IoU [95% CI] | without: IoU [95% CI] | relative gain |",
+             "|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        gain = f"{100 * r['relative_gain']:+.0f}%" if np.isfinite(r["relative_gain"]) else "n/a"
+        lines.append(f"| {r['evaluated_against']} | {r['n_train']} | {fmt(r, 'with')} | {fmt(r, 'without')} | {gain} |")
+    return "\n".join(lines)
+
+
+def plot_figure1(results: pd.DataFrame, path: str | os.PathLike, evaluated_against: str = "consensus") -> Path:
+    """IoU against N for both settings with shaded 95% CIs (like the paper's Figure 1), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    refs = results["evaluated_against"].unique().tolist() if len(results) else []
+    ref = evaluated_against if evaluated_against in refs else (refs[0] if refs else evaluated_against)
+    table = summarise(results[results["evaluated_against"] == ref]) if len(results) else pd.DataFrame()
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    colours = {"with": "#d62728", "without": "#1f77b4"}
+    labels = {"with": "with complementary labels", "without": "without complementary labels"}
+    if len(table):
+        x = table["n_train"].to_numpy()
+        for s in SETTINGS:
+            m = table[f"{s}_mean"].to_numpy(float)
+            lo = table[f"{s}_ci_low"].to_numpy(float)
+            hi = table[f"{s}_ci_high"].to_numpy(float)
+            ax.plot(x, m, "o-", color=colours[s], label=labels[s])
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=colours[s], alpha=0.2, linewidth=0)
+        ax.set_xticks(x)
+    ax.set_xlabel("training images N")
+    ax.set_ylabel(f"cancer IoU ({ref.replace('_', ' ')})")
+    ax.set_title("CSAW-S: complementary labels")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

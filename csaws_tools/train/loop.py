@@ -1,0 +1,366 @@
+"""One training run of the study (protocol section 5), resumable.
+
+Adam (lr 1e-4, weight decay 1e-6), batch 12, cross-entropy, augmentation on
+the device, bf16 autocast and channels-last on CUDA. Every ``val_every``
+iterations the model is validated on the validation crops (cancer IoU and
+loss), the checkpoint rule of :mod:`csaws_tools.train.selection` is applied,
+and ``last.pt`` is saved atomically; an interrupted run restarts from it.
+
+Run folder::
+
+    config.json    settings, seeds, tool/torch versions, data file hashes
+    last.pt        model + optimiser + scheduler + history (resume point)
+    best.pt        weights of the selected checkpoint
+    history.csv    one row per validation
+    metrics.json   written at the end: selected iteration, its validation scores
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..atomic import atomic_path, write_text_atomic
+from ..batch import settings_hash
+from ..errors import InputError
+from ..labels import parse_scheme
+from .augment import AugmentConfig, augment_batch, prepare_eval
+from .data import CropSource, Prefetcher, file_hash, iter_crops, read_index, select_rows
+from .metrics import CANCER, Confusion, confusion
+from .model import build_model
+from .selection import TOLERANCE, WINDOW, moving_average, select_checkpoint
+
+SCHEDULES = ("constant", "poly", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run; defaults are the study's where it states them (protocol section 5)."""
+
+    train_file: str
+    val_file: str
+    scheme: str = "all"
+    image_ids: list[str] | None = None
+    iterations: int = 10000
+    epochs: float | None = None
+    batch_size: int = 12
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    schedule: str = "constant"
+    warmup: int = 0
+    val_every: int = 500
+    val_max_crops: int | None = None
+    eval_batch_size: int = 16
+    output_stride: int = 8
+    aux_loss: bool = False
+    pretrained: str | None = None
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    selection_window: int = WINDOW
+    selection_tolerance: float = TOLERANCE
+    # execution only (not part of the settings hash)
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    prefetch: int = 3
+    cache_mb: float = 4096
+    threads: int | None = None
+
+    EXECUTION = ("device", "amp", "channels_last", "prefetch", "cache_mb", "threads")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig(**d["augment"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def settings(self) -> dict:
+        """What determines the result: everything but the execution options."""
+        d = self.to_dict()
+        for k in self.EXECUTION:
+            d.pop(k, None)
+        d["train_file"] = os.path.basename(self.train_file)
+        d["val_file"] = os.path.basename(self.val_file)
+        if d["image_ids"] is not None:
+            d["image_ids"] = sorted(d["image_ids"])
+        return d
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but torch sees no CUDA device")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise InputError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def lr_lambda(schedule: str, total: int, warmup: int = 0) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at step t: constant, poly (power 0.9) or cosine, linear warmup."""
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+    def f(t: int) -> float:
+        if warmup and t < warmup:
+            return (t + 1) / warmup
+        x = min(max(t - warmup, 0) / max(total - warmup, 1), 1.0)
+        if schedule == "poly":
+            return (1.0 - x) ** 0.9
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * x))
+        return 1.0
+
+    return f
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU runs stay in float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _generator(device: torch.device, seed: int, iteration: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 1_000_003 + int(iteration)) % (2**63 - 1))
+    return g
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.device, *,
+             batch_size: int = 16, max_crops: int | None = None, amp: bool = True,
+             channels_last: bool = False, augment: AugmentConfig | None = None) -> dict:
+    """Mean cross-entropy and cancer confusion over the (first ``max_crops``) validation crops."""
+    model.eval()
+    mean = augment.mean if augment else 0.176
+    std = augment.std if augment else 0.218
+    rows = None
+    if max_crops is not None:
+        n = len(read_index(path))
+        rows = np.linspace(0, n - 1, min(max_crops, n)).round().astype(np.int64)
+    loss_sum, pixels, conf = 0.0, 0, Confusion()
+    for _, img, msk in iter_crops(path, lut, batch_size, rows):
+        x = _to_device(prepare_eval(torch.from_numpy(img), mean, std), device, channels_last)
+        y = torch.from_numpy(msk).long().to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x)["out"]
+        logits = logits.float()
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        pixels += y.numel()
+        conf = conf + confusion(logits.argmax(1), y, CANCER)
+    model.train()
+    return {"val_loss": loss_sum / max(pixels, 1), "val_iou": conf.iou, "val_tp": conf.tp,
+            "val_fp": conf.fp, "val_fn": conf.fn}
+
+
+def run_status(run_dir: str | os.PathLike) -> str:
+    """``done`` (metrics.json present), ``partial`` (last.pt present) or ``new``."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return "done"
+    if (run_dir / "last.pt").is_file():
+        return "partial"
+    return "new"
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int | None = None,
+              log: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
+    """Train (or resume, or skip) one run; return its metrics dict.
+
+    ``stop_after``: stop once this many iterations are done in total (leaves a
+    resumable ``last.pt``; used to test resumption). Raises :class:`InputError`
+    when ``run_dir`` holds a run made with other settings (unless ``overwrite``).
+    """
+    log = log or (lambda msg: None)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scheme = parse_scheme(cfg.scheme)
+    train_index = read_index(cfg.train_file)
+    rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
+    total = int(cfg.iterations)
+    if cfg.epochs is not None:
+        total = max(1, math.ceil(cfg.epochs * rows.size / cfg.batch_size))
+    hashes = {"train_file": file_hash(cfg.train_file), "val_file": file_hash(cfg.val_file)}
+    if cfg.pretrained:
+        hashes["pretrained"] = file_hash(cfg.pretrained)
+    settings = dict(cfg.settings(), data=hashes, total_iterations=total)
+    shash = settings_hash(settings)
+
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and not overwrite:
+        done = json.loads(metrics_path.read_text())
+        if done.get("settings_hash") == shash:
+            done["status"] = "skipped"
+            return done
+        raise InputError(f"{run_dir}: holds a finished run made with other settings; use --overwrite or "
+                         f"another output folder")
+    if overwrite:
+        for name in ("metrics.json", "last.pt", "best.pt", "history.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    if device.type == "cpu":
+        # denormal floats (tiny gradients, Adam moments) slow CPU steps several-fold
+        torch.set_flush_denormal(True)
+    _seed_all(cfg.seed)
+    model = build_model(scheme.num_classes, output_stride=cfg.output_stride, aux_loss=cfg.aux_loss)
+    load_report = None
+    if cfg.pretrained:
+        from .model import load_pretrained
+        load_report = load_pretrained(model, cfg.pretrained).summary()
+        log(load_report)
+    use_cl = cfg.channels_last and device.type == "cuda"
+    model = model.to(device)
+    if use_cl:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, total, cfg.warmup))
+
+    start, history, best_index = 0, [], None
+    last_path = run_dir / "last.pt"
+    if last_path.is_file():
+        ckpt = torch.load(last_path, map_location=device, weights_only=False)
+        if ckpt.get("settings_hash") != shash:
+            raise InputError(f"{last_path}: checkpoint of a run with other settings; use --overwrite or "
+                             f"another output folder")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start, history, best_index = int(ckpt["iteration"]), list(ckpt["history"]), ckpt.get("best_index")
+        torch.set_rng_state(ckpt["torch_rng"])
+        log(f"resuming {run_dir} at iteration {start}")
+
+    info = {
+        "settings_hash": shash, "settings": settings, "config": cfg.to_dict(),
+        "seeds": {"run": cfg.seed, "batch_order": "numpy default_rng([seed, epoch])",
+                  "augmentation": "torch Generator seeded with seed*1000003 + iteration"},
+        "tool_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "scheme": scheme.to_dict(), "n_crops": int(rows.size), "n_images": int(train_index.loc[rows, "image_id"].nunique()),
+        "iterations": total, "pretrained_report": load_report,
+    }
+    write_text_atomic(run_dir / "config.json", json.dumps(info, indent=1, default=str) + "\n")
+
+    source = CropSource(cfg.train_file, rows, scheme.lut, seed=cfg.seed, batch_size=cfg.batch_size,
+                        cache_mb=cfg.cache_mb)
+    end = total if stop_after is None else min(total, int(stop_after))
+    val_every = max(1, int(cfg.val_every))
+    model.train()
+    t0, seen = time.perf_counter(), 0
+    pre = Prefetcher(source, start, end, depth=cfg.prefetch, pin=device.type == "cuda")
+    try:
+        for it, img, msk in pre:
+            x = img.to(device, non_blocking=True)
+            y = msk.to(device, non_blocking=True)
+            x, y = augment_batch(x, y, cfg.augment, generator=_generator(device, cfg.seed, it))
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.amp):
+                out = model(x)
+                loss = F.cross_entropy(out["out"].float(), y)
+                if "aux" in out:
+                    loss = loss + 0.5 * F.cross_entropy(out["aux"].float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += 1
+            done_its = it + 1
+            if done_its % val_every == 0 or done_its == total:
+                rec = {"iteration": done_its, "train_loss": float(loss.detach()),
+                       "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+                rec.update(validate(model, cfg.val_file, scheme.lut, device, batch_size=cfg.eval_batch_size,
+                                    max_crops=cfg.val_max_crops, amp=cfg.amp, channels_last=use_cl,
+                                    augment=cfg.augment))
+                history.append(rec)
+                chosen = select_checkpoint(history, cfg.selection_window, cfg.selection_tolerance)
+                if chosen == len(history) - 1:
+                    best_index = chosen
+                    _save({"model": model.state_dict(), "iteration": done_its, "settings_hash": shash,
+                           "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
+                           "aux_loss": cfg.aux_loss, "scheme": scheme.spec}, run_dir / "best.pt")
+                _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                       "iteration": done_its, "history": history, "best_index": best_index,
+                       "settings_hash": shash, "torch_rng": torch.get_rng_state()}, last_path)
+                _write_history(run_dir, history, cfg)
+                log(f"{run_dir.name}: it {done_its}/{total} loss {rec['train_loss']:.4f} "
+                    f"val_loss {rec['val_loss']:.4f} val_iou {rec['val_iou']:.4f}")
+    finally:
+        pre.close()
+        source.close()
+    elapsed = time.perf_counter() - t0
+    if end < total:
+        return {"status": "interrupted", "iteration": end, "settings_hash": shash}
+    best = history[best_index] if best_index is not None else None
+    metrics = {
+        "status": "done", "settings_hash": shash, "iterations": total,
+        "selected_iteration": best["iteration"] if best else None,
+        "selected_val_iou": best["val_iou"] if best else None,
+        "selected_val_loss": best["val_loss"] if best else None,
+        "final_val_iou": history[-1]["val_iou"] if history else None,
+        "train_seconds_this_session": elapsed, "steps_per_second_this_session": seen / elapsed if elapsed else None,
+        "history": history,
+    }
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=1, default=float) + "\n")
+    return metrics
+
+
+def _write_history(run_dir: Path, history: list[dict], cfg: TrainConfig) -> None:
+    df = pd.DataFrame(history)
+    df["val_loss_ma"] = moving_average(df["val_loss"].tolist(), cfg.selection_window)
+    with atomic_path(run_dir / "history.csv") as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def load_selected(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The selected checkpoint (``best.pt``) of a finished run, as an eval-mode model."""
+    path = Path(run_dir) / "best.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: no selected checkpoint (run not finished?)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(int(ckpt["num_classes"]), output_stride=int(ckpt["output_stride"]),
+                        aux_loss=bool(ckpt.get("aux_loss", False)))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()

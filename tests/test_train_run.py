@@ -1,0 +1,159 @@
+"""Training runs end to end on CPU: resume, the with/without grid on the sample dataset, evaluation, CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pd = pytest.importorskip("pandas")
+
+from click.testing import CliRunner  # noqa: E402
+
+from csaws_tools.png import read_png  # noqa: E402
+from csaws_tools.train.augment import AugmentConfig  # noqa: E402
+from csaws_tools.train.evaluate import evaluate_model  # noqa: E402
+from csaws_tools.train.experiment import ExperimentConfig, run_grid  # noqa: E402
+from csaws_tools.train.loop import TrainConfig, train_run  # noqa: E402
+from csaws_tools.train.prepare import prepare_inputs  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The sample dataset (small images) -> label maps -> crops, tiles and splits."""
+    from csaws_tools.merge import merge_masks
+    from csaws_tools.sample import write_sample
+
+    root = tmp_path_factory.mktemp("train_sample")
+    write_sample(root / "raw", seed=0, n_train_patients=4, n_test_patients=2, size=(192, 160))
+    res = merge_masks(root / "raw", root / "maps", progress=False, workers=1)
+    assert res.exit_code == 0
+    p = prepare_inputs(root / "raw" / "CsawS", root / "maps", root / "inputs", patch_size=64, per_class=2,
+                       sizes=(2, 3), repetitions=1, workers=1, progress=False)
+    return root, p
+
+
+def tiny(p, **kw) -> TrainConfig:
+    base = dict(iterations=3, batch_size=2, val_every=1, val_max_crops=4, eval_batch_size=8,
+                output_stride=16, augment=AugmentConfig(crop=48))
+    base.update(kw)
+    return TrainConfig(p.train_file, p.val_file, **base)
+
+
+def test_resume_after_interruption(prepared, tmp_path):
+    _, p = prepared
+    cfg = tiny(p, scheme="binary")
+    first = train_run(cfg, tmp_path / "run", stop_after=1)
+    assert first["status"] == "interrupted" and (tmp_path / "run" / "last.pt").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    done = train_run(cfg, tmp_path / "run")
+    assert done["status"] == "done" and done["iterations"] == 3
+    assert [h["iteration"] for h in done["history"]] == [1, 2, 3]
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["iteration"] == 3
+    # the same run without interruption ends with identical weights (batches and augmentation
+    # are functions of (seed, iteration), the RNG state is checkpointed)
+    straight = train_run(cfg, tmp_path / "straight")
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k], ckpt["model"][k], atol=1e-5) for k in a)
+    assert straight["history"][-1]["val_loss"] == pytest.approx(done["history"][-1]["val_loss"], rel=1e-4)
+    # rerun: skipped; other settings in the same folder: refused
+    assert train_run(cfg, tmp_path / "run")["status"] == "skipped"
+    from csaws_tools.errors import InputError
+    with pytest.raises(InputError, match="other settings"):
+        train_run(replace(cfg, lr=1e-3), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["settings"]["data"]["train_file"] and info["tool_version"] and info["seeds"]["run"] == 0
+    assert info["config"]["scheme"] == "binary" and info["settings_hash"] == done["settings_hash"]
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert {"val_loss", "val_iou", "val_loss_ma"} <= set(hist.columns)
+
+
+class Threshold(torch.nn.Module):
+    """A stand-in model: cancer where the normalised image is above a threshold."""
+
+    def __init__(self, t):
+        super().__init__()
+        self.t = t
+
+    def forward(self, x):
+        cancer = (x > self.t).float()
+        return {"out": torch.cat([1 - cancer, cancer], dim=1)}
+
+
+def test_evaluation_stitches_tiles_back(prepared):
+    root, p = prepared
+    raw = (153.5 / 255 - 0.176) / 0.218  # between pixel values 153 and 154 after normalisation
+    rows, maps = evaluate_model(Threshold(raw), p.test_tiles, p.test_maps, return_maps=True)
+    assert {r["evaluated_against"] for r in rows} == {"expert_1", "expert_2", "expert_3", "consensus"}
+    images = {f.stem: f for f in (root / "raw" / "CsawS" / "test_data").rglob("*.png")
+              if f.parent.parent.name == "anonymized_dataset"}
+    for r in rows:
+        folder = Path(p.test_maps) / ("consensus" if r["evaluated_against"] == "consensus"
+                                      else "annotator_" + r["evaluated_against"].split("_")[1])
+        tp = fp = fn = 0
+        for f in sorted(folder.glob("*.png")):
+            pred = read_png(images[f.stem]) >= 154
+            assert np.array_equal(maps[f.stem] == 1, pred)  # stitched == thresholded full image
+            ref = read_png(f) == 1
+            tp += int((pred & ref).sum())
+            fp += int((pred & ~ref).sum())
+            fn += int((~pred & ref).sum())
+        assert (r["tp"], r["fp"], r["fn"]) == (tp, fp, fn)
+        assert r["iou"] == pytest.approx(tp / (tp + fp + fn))
+
+
+def test_grid_cell_end_to_end_on_sample(prepared, tmp_path):
+    _, p = prepared
+    cfg = ExperimentConfig(train=tiny(p, iterations=2), test_tiles=p.test_tiles, test_maps=p.test_maps,
+                           splits=p.splits, sizes=(2,), repetitions=1)
+    res = run_grid(cfg, tmp_path / "exp", log=lambda m: None)
+    out = tmp_path / "exp"
+    table = pd.read_parquet(out / "results.parquet")
+    assert len(table) == 8
+    assert {"setting", "n_train", "repetition", "evaluated_against", "iou"} <= set(table.columns)
+    assert set(table["setting"]) == {"with", "without"}
+    assert set(table.loc[table.setting == "with", "num_classes"]) == {12}
+    assert set(table.loc[table.setting == "without", "num_classes"]) == {2}
+    assert table["iou"].between(0, 1).all() or table["iou"].isna().any()
+    # both settings trained on the very same crops
+    cw = json.loads((out / "runs/with/n2/rep0/config.json").read_text())
+    co = json.loads((out / "runs/without/n2/rep0/config.json").read_text())
+    assert cw["config"]["image_ids"] == co["config"]["image_ids"] and len(cw["config"]["image_ids"]) == 2
+    assert cw["n_crops"] == co["n_crops"] and cw["config"]["seed"] == co["config"]["seed"]
+    assert (out / "figure1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"with_mean", "with_ci_low", "without_mean", "relative_gain"} <= set(summary.columns)
+    assert "| consensus | 2 |" in (out / "summary.md").read_text()
+    assert not (out / "runs/with/n2/rep0/last.pt").exists()  # only best.pt kept
+    # rerun: every run and evaluation skipped, same results
+    mtime = (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns
+    again = run_grid(cfg, out, log=lambda m: None)
+    assert (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), res.reset_index(drop=True))
+
+
+def test_cli_single_and_help(prepared, tmp_path):
+    from csaws_tools.cli import main as prepare_main
+    from csaws_tools.cli.train import train
+
+    _, p = prepared
+    runner = CliRunner()
+    r = runner.invoke(prepare_main, ["train", "--help"])
+    assert r.exit_code == 0 and "run" in r.output and "prepare" in r.output
+    r = runner.invoke(train, ["single", "--train-file", p.train_file, "--val-file", p.val_file, "--scheme",
+                              "leave-one-out:skin", "-o", str(tmp_path / "one"), "--iterations", "1",
+                              "--batch-size", "2", "--crop", "48", "--val-every", "1", "--val-max-crops", "2",
+                              "--output-stride", "16", "--device", "cpu", "--threads", "2"])
+    assert r.exit_code == 0, r.output
+    assert "done: selected iteration 1" in r.output
+    cfg = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert cfg["config"]["scheme"] == "leave-one-out:skin"
+    r = runner.invoke(train, ["run", "-o", str(tmp_path / "x"), "--test-maps", p.test_maps])
+    assert r.exit_code == 2 and "error:" in r.output
