@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from . import __version__
 from .atomic import atomic_path
@@ -282,6 +283,24 @@ def order_columns(rows: list[dict]) -> list[str]:
     return list(LEADING_COLUMNS) + middle + list(TRAILING_COLUMNS)
 
 
+def _typed_column(column):
+    """Give a column of Python values one Parquet-friendly type.
+
+    Integers with gaps stay integers (nullable Int64); mixed values (lists,
+    dicts) become JSON text.
+    """
+    values = column.dropna()
+    if len(values) == 0 or all(isinstance(v, str) for v in values):
+        return column
+    if all(isinstance(v, bool) for v in values):
+        return column.astype("boolean")
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return column.astype("Int64")
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
+        return column.astype("float64")
+    return column.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
+
+
 def write_manifest(path: str | os.PathLike, rows: list[dict], metadata: dict | None = None) -> Path:
     """Write manifest rows to Parquet atomically; ``metadata`` goes in the file's key-value metadata."""
     import pandas as pd
@@ -290,16 +309,9 @@ def write_manifest(path: str | os.PathLike, rows: list[dict], metadata: dict | N
 
     path = Path(path)
     columns = order_columns(rows) if rows else list(LEADING_COLUMNS) + list(TRAILING_COLUMNS)
-    frame = pd.DataFrame(rows, columns=columns)
-    for col in frame.columns:  # mixed object columns (lists, None, numbers) -> JSON-safe
-        if frame[col].dtype == object:
-            sample = frame[col].dropna()
-            if len(sample) and not all(isinstance(v, str) for v in sample):
-                if all(isinstance(v, (bool, int, float)) for v in sample):
-                    continue
-                frame[col] = frame[col].map(
-                    lambda v: None if v is None else (v if isinstance(v, str) else json.dumps(v, default=str))
-                )
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    for col in frame.columns:
+        frame[col] = _typed_column(frame[col])
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"csaws_tools"] = json.dumps(metadata or {}, default=str, sort_keys=True).encode()
@@ -384,16 +396,24 @@ def run_batch(
         if row["status"] == "error":
             click.echo(f"error: {row.get('source')}: {row.get('error')}", err=True)
 
+    write_cost = 0.0  # seconds the last manifest write took
+
     def flush(force: bool = False) -> None:
-        nonlocal last_flush
-        if manifest_path is not None and (force or time.monotonic() - last_flush >= flush_seconds):
+        nonlocal last_flush, write_cost
+        # Every flush rewrites the whole manifest: on very large runs wait at least
+        # ten times as long as a write takes, so writing stays under ~10% of the time.
+        due = time.monotonic() - last_flush >= max(flush_seconds, 10 * write_cost)
+        if manifest_path is not None and (force or due):
+            start = time.monotonic()
             write_manifest(manifest_path, rows, meta)
             last_flush = time.monotonic()
+            write_cost = last_flush - start
 
     for r in list(extra_rows) + dup_errors:
         finish_row(dict(r))
     if fail_fast and any(r["status"] == "error" for r in rows):
         stop = True
+    flush(force=True)  # a run killed at any moment leaves a readable manifest
 
     show = progress and sys.stderr.isatty()
     bar = click.progressbar(length=len(tasks), label=label, file=sys.stderr) if show else None
