@@ -49,7 +49,7 @@ CONNECT_TIMEOUT = 30.0
 #: Batches kept in flight per worker thread; more are submitted as these finish.
 IN_FLIGHT_PER_THREAD = 3
 
-DIED_MESSAGE = "worker process died while processing this input (tried {n} times)"
+DIED_MESSAGE = "worker process died while processing this input (retried on other workers)"
 
 
 def import_distributed():
@@ -74,7 +74,7 @@ def default_batch_size(n_tasks: int, n_workers: int) -> int:
     return max(1, min(MAX_BATCH_SIZE, per_task))
 
 
-def connect(scheduler: str, workers: int | None = None, timeout: float = CONNECT_TIMEOUT):
+def connect(scheduler: str, workers: int | None = None, timeout: float | None = None):
     """Return ``(client, cluster)`` for ``scheduler``; ``cluster`` is None unless we started it.
 
     ``"local"`` starts a LocalCluster of ``workers`` single-threaded processes
@@ -82,6 +82,7 @@ def connect(scheduler: str, workers: int | None = None, timeout: float = CONNECT
     address or a scheduler file.
     """
     distributed = import_distributed()
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     if scheduler == "local":
         n = workers or default_workers()
         try:
@@ -91,6 +92,8 @@ def connect(scheduler: str, workers: int | None = None, timeout: float = CONNECT
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                # The scheduler's small HTTP server (health checks) on a free loopback port.
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                 silence_logs=logging.ERROR,
             )
         except Exception as exc:  # noqa: BLE001 - report any start-up failure in one line
@@ -132,7 +135,7 @@ def execute_on_dask(
     *,
     batch_size: int | None = None,
     workers: int | None = None,
-    timeout: float = CONNECT_TIMEOUT,
+    timeout: float | None = None,
 ) -> Iterator[list[tuple[dict, Any]]]:
     """Run ``worker`` over ``tasks`` on a Dask cluster, yielding each batch's results as it finishes.
 
@@ -145,6 +148,7 @@ def execute_on_dask(
     """
     if not tasks:
         return
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     client, cluster = connect(scheduler, workers=workers, timeout=timeout)
     distributed = import_distributed()
     run_id = uuid.uuid4().hex[:12]
@@ -159,6 +163,7 @@ def execute_on_dask(
                 raise CsawsError(
                     f"--scheduler {scheduler}: no Dask worker joined within {timeout:g} s ({one_line(exc)})"
                 ) from None
+        _check_workers(client, worker, scheduler)
         threads = _worker_threads(client)
         size = batch_size or default_batch_size(len(tasks), threads)
         queue = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
@@ -178,7 +183,7 @@ def execute_on_dask(
             while queue and len(futures) < limit:
                 done_set.add(submit(queue.pop()))
 
-        pending = distributed.as_completed()
+        pending = distributed.as_completed(loop=client.loop)
         fill(pending)
         for fut in pending:
             batch = futures.pop(fut)
@@ -191,8 +196,7 @@ def execute_on_dask(
                         pending.add(submit([task]))
                     result = None
                 else:
-                    n = _allowed_failures() + 1
-                    result = [(error_row(batch[0], DIED_MESSAGE.format(n=n)), None)]
+                    result = [(error_row(batch[0], DIED_MESSAGE), None)]
             except (distributed.client.FutureCancelledError, OSError) as exc:
                 raise CsawsError(f"--scheduler {scheduler}: lost the Dask cluster ({one_line(exc)})") from None
             except Exception as exc:  # noqa: BLE001 - run_tasks itself never raises: the cluster could not run it
@@ -216,7 +220,27 @@ def execute_on_dask(
                 cluster.close()
 
 
-def _allowed_failures() -> int:
-    import dask
+def probe(worker: Worker) -> str:
+    """Runs on each Dask worker: unpickling ``worker`` proves its module imports there."""
+    return __version__
 
-    return int(dask.config.get("distributed.scheduler.allowed-failures", 3))
+
+def _check_workers(client, worker: Worker, scheduler: str) -> None:
+    """Check that every worker can import ``worker`` and runs this version of csaws-tools.
+
+    A task whose function cannot be unpickled on a worker would otherwise
+    leave the worker unable to take more work and the run waiting forever.
+    """
+    try:
+        versions = client.run(probe, worker)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the workers cannot run the batch
+        raise CsawsError(
+            f"--scheduler {scheduler}: the Dask workers cannot run this command ({one_line(exc)}); "
+            f"is csaws-tools {__version__} installed on every worker?"
+        ) from None
+    other = sorted({v for v in versions.values() if v != __version__})
+    if other:
+        raise CsawsError(
+            f"--scheduler {scheduler}: Dask workers run csaws-tools {', '.join(other)}, this machine "
+            f"{__version__}; install the same version everywhere so outputs match"
+        )
