@@ -13,6 +13,7 @@ background for every pixel no mask covers. Two numberings are supported:
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 Numbering = Literal["standard", "release"]
@@ -126,15 +127,29 @@ def palette(numbering: Numbering = "standard") -> list[tuple[int, int, int]]:
     return [COLOURS[name] for name in class_names(numbering)]
 
 
+def normalise_class_name(name: str) -> str:
+    """Lower case, spaces and hyphens as underscores: how class names are compared.
+
+    ``"Pectoral muscle"``, ``"pectoral-muscle"`` and ``"pectoral_muscle"`` compare
+    equal (QuPath exports use display names).
+    """
+    return re.sub(r"[\s\-]", "_", name.strip().lower())
+
+
+_NORMALISED_TOKENS = sorted(((normalise_class_name(t), t) for t in MASK_CLASSES), key=lambda p: -len(p[0]))
+
+
 def split_mask_stem(stem: str) -> tuple[str, str | None]:
     """Split ``<image>_<class>`` into (image id, class token).
 
     Returns ``(stem, None)`` when the stem does not end in a known class
-    token. Tokens are matched longest first so that ``non-mammary_tissue``
-    and ``axillary_lymph_nodes`` are recognised whole.
+    token. Tokens are compared with :func:`normalise_class_name` (so
+    ``img_Pectoral muscle`` is a pectoral muscle mask) and matched longest
+    first, so that ``non-mammary_tissue`` and ``axillary_lymph_nodes`` are
+    recognised whole.
     """
-    for token in sorted(MASK_CLASSES, key=len, reverse=True):
-        suffix = "_" + token
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)], token
+    norm = normalise_class_name(stem)
+    for ntoken, token in _NORMALISED_TOKENS:
+        if norm.endswith("_" + ntoken) and len(norm) > len(ntoken) + 1:
+            return stem[: -len(ntoken) - 1], token
     return stem, None

@@ -627,12 +627,14 @@ def plan(
     out: str | os.PathLike,
     *,
     name: str | NameTemplate | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[Task], list[dict]]:
     """Tasks for every DICOM file under ``inputs`` and rows for the rest.
 
     Non-DICOM files become ``skipped`` rows (reason ``not a DICOM file``);
     empty and unreadable files, and files whose ``name`` template cannot be
-    filled, become ``error`` rows.
+    filled, become ``error`` rows. With ``shard``, files of other shards are
+    left unopened (a job of a job array reads only its own part).
     """
     out = Path(out)
     template = NameTemplate(name) if isinstance(name, str) else name
@@ -640,7 +642,9 @@ def plan(
     rows: list[dict] = []
     for found in find_inputs(inputs, exclude=out):
         key = found.relative.as_posix()
-        base = {"source": str(found.path), "output": None, "key": key}
+        if not in_shard(key, shard):
+            continue
+        base = {"source": str(found.path), "output": None}
         try:
             if not is_dicom(found.path):
                 rows.append({**base, "status": "skipped", "error": None, "reason": "not a DICOM file"})
@@ -707,8 +711,7 @@ def convert(
     from .batch import ensure_writable_dir
 
     ensure_writable_dir(out)
-    tasks, extra = plan(inputs, out, name=template)
-    extra = [r for r in extra if in_shard(r.pop("key"), shard)]
+    tasks, extra = plan(inputs, out, name=template, shard=shard)
     if shard is None:
         remove_stale_temporaries(out)  # left by a killed run; shards may share ``out`` and keep theirs
     settings = {"command": "dicom2png", "pipeline": PIPELINE_VERSION, "name": name, **options.settings()}

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .classes import BACKGROUND, COLOURS, COMPLEMENTARY_CLASSES, MAIN_CLASS, class_names
+from .classes import BACKGROUND, COLOURS, COMPLEMENTARY_CLASSES, MAIN_CLASS, class_names, normalise_class_name
 from .errors import CsawsError
 
 #: Class names indexed by standard id (background 0, cancer 1, ..., mammary_gland 11).
@@ -50,9 +50,7 @@ SCHEME_KINDS = ("all", "binary", "leave-one-out", "keep", "random", "merge")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
-def normalise_name(name: str) -> str:
-    """Lower case, spaces and hyphens as underscores (used to compare class names)."""
-    return re.sub(r"[\s\-]", "_", name.strip().lower())
+normalise_name = normalise_class_name
 
 
 _BY_NORMALISED = {normalise_name(n): n for n in STANDARD_NAMES}

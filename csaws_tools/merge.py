@@ -37,9 +37,9 @@ import numpy as np
 
 from .atomic import write_text_atomic
 from .batch import BatchResult, Task, ensure_writable_dir, in_shard, run_batch, settings_hash
-from .classes import MAIN_CLASS, MASK_CLASSES, NUMBERINGS, labels_json
+from .classes import MAIN_CLASS, MASK_CLASSES, NUMBERINGS, labels_json, split_mask_stem
 from .errors import CsawsError, InputError, one_line
-from .labels import LabelScheme, normalise_name, parse_scheme, scheme_ids, scheme_labels_table, scheme_names, \
+from .labels import LabelScheme, parse_scheme, scheme_ids, scheme_labels_table, scheme_names, \
     scheme_palette
 from .png import png_size, read_text, write_png
 
@@ -50,7 +50,6 @@ TEST_ANNOTATORS = ("1", "2", "3")
 #: annotator 3 of the test set gives cancer only (protocol section 1)
 CANCER_ONLY_ANNOTATORS = ("3",)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-_NORMALISED_TOKENS = sorted(((normalise_name(t), t) for t in MASK_CLASSES), key=lambda p: len(p[0]), reverse=True)
 
 
 @dataclass
@@ -86,13 +85,8 @@ def safe_name(name: str) -> str:
     return cleaned or "_"
 
 
-def split_mask_name(stem: str) -> tuple[str, str | None]:
-    """``<image>_<class>`` -> (image id, class token); case-insensitive, spaces/hyphens as ``_``."""
-    norm = normalise_name(stem)
-    for ntoken, token in _NORMALISED_TOKENS:
-        if norm.endswith("_" + ntoken) and len(norm) > len(ntoken) + 1:
-            return stem[: -len(ntoken) - 1], token
-    return stem, None
+#: ``<image>_<class>`` -> (image id, class token); case-insensitive, spaces/hyphens as ``_``.
+split_mask_name = split_mask_stem
 
 
 def _group_folder(folder: Path, files: list[Path]) -> tuple[dict[str, ImageMasks], list[Path]]:

@@ -31,7 +31,7 @@ def test_demo_runs_every_stage(tmp_path):
         assert np.all(f["index/class_id"][:] >= 0)
     with h5py.File(out / "patches" / "test_tiles.h5") as f:
         assert np.all(f["index/class_id"][:] == -1)
-    assert f"results" not in result.output.split("wrote:")[-1]
+    assert "results" not in result.output.split("wrote:")[-1]
 
 
 def test_demo_help_lists_options():

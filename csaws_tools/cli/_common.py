@@ -28,7 +28,7 @@ def batch_options(func: Callable) -> Callable:
                      help="Process only the I-th of N deterministic parts of the inputs (for job arrays); "
                           "the manifest is written as manifest.shard-I-of-N.parquet."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Inputs per task sent to a worker (default: 1 locally, 200 on a cluster)."),
+                     help="Inputs per task sent to a worker (default: 1 locally; on a cluster about 4 tasks per worker, at most 200)."),
     ]
     for option in reversed(options):
         func = option(func)
