@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$")
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -59,6 +61,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     if not folder.is_dir():
         return 0
     for tmp in folder.rglob(f".*{TMP_SUFFIX}"):
+        if not _TEMPORARY_NAME.match(tmp.name):  # only names temporary_path() makes, never a user's file
+            continue
         with contextlib.suppress(OSError):
             tmp.unlink()
             n += 1

@@ -11,10 +11,12 @@ prints show the pipeline working, not the study's results.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .batch import BatchResult
@@ -24,6 +26,16 @@ from .errors import CsawsError
 def _check(result: BatchResult, what: str) -> None:
     if result.exit_code:
         raise CsawsError(f"demo: {what} failed: {result.summary()} (see {result.manifest})")
+
+
+@contextlib.contextmanager
+def _warnings_as_notes(log: Callable[[str], None]) -> Iterator[None]:
+    """Print warnings (e.g. a subset that whole patients cannot fill) as notes of the demo."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        log(f"   note: {w.message}")
 
 
 def torch_available() -> bool:
@@ -102,7 +114,8 @@ def run_demo(
     t = step("5/6 splits and patches: patient-level subsets, class-centred crops, test tiles")
     ids = sorted(p.stem for p in (maps / "trainval").glob("*.png"))
     test_ids = sorted(p.stem for p in (maps / "test" / "consensus").glob("*.png"))
-    splits = make_splits(ids, sizes=(2, 4), repetitions=2, seed=seed, test_ids=test_ids)
+    with _warnings_as_notes(log):
+        splits = make_splits(ids, sizes=(2, 4), repetitions=2, seed=seed, test_ids=test_ids)
     splits_path = save_splits(splits, out / "splits.json")
     crops = write_patches(png / "trainval", maps / "trainval", out / "patches" / "train_rep0.h5", size=256,
                           seed=seed, splits=splits, split="train", **common)
@@ -127,8 +140,9 @@ def run_demo(
     from .train import AugmentConfig, ExperimentConfig, TrainConfig, prepare_inputs, run_grid, summarise, summary_markdown
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    prep = prepare_inputs(png, maps, out / "train_inputs", patch_size=128, per_class=2, sizes=(2, 4),
-                          repetitions=2, seed=seed, **common)
+    with _warnings_as_notes(log):
+        prep = prepare_inputs(png, maps, out / "train_inputs", patch_size=128, per_class=2, sizes=(2, 4),
+                              repetitions=2, seed=seed, **common)
     tcfg = TrainConfig(prep.train_file, prep.val_file, iterations=train_iterations, batch_size=2, val_every=2,
                        val_max_crops=8, eval_batch_size=16, output_stride=16, device="cpu",
                        augment=AugmentConfig(crop=112))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +36,16 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _as_rows(image: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-    """Return (row bytes as uint8 2-D, bytes per pixel, bit depth, colour type)."""
+    """Return (rows as a 2-D array of samples, bytes per pixel, bit depth, colour type).
+
+    16-bit rows stay in native byte order; :func:`_chunks` makes them
+    big-endian block by block, so no byte-swapped copy of the whole image is made.
+    """
     if image.ndim == 2:
         if image.dtype == np.uint8:
             return image, 1, 8, 0
         if image.dtype == np.uint16:
-            rows = image.astype(">u2", copy=False).view(np.uint8).reshape(image.shape[0], -1)
-            return rows, 2, 16, 0
+            return image, 2, 16, 0
     elif image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
         ctype = 2 if image.shape[2] == 3 else 6
         return image.reshape(image.shape[0], -1), image.shape[2], 8, ctype
@@ -50,6 +53,59 @@ def _as_rows(image: np.ndarray) -> tuple[np.ndarray, int, int, int]:
         f"cannot encode an array of shape {image.shape} and dtype {image.dtype} as PNG; "
         "expected 2-D uint8/uint16 or (H, W, 3|4) uint8"
     )
+
+
+def _chunks(
+    image: np.ndarray,
+    palette: Sequence[tuple[int, int, int]] | None,
+    text: dict[str, str] | None,
+    level: int,
+) -> Iterator[bytes]:
+    """The PNG file as a sequence of byte strings: signature, header chunks, IDAT chunks, IEND.
+
+    Each block of rows is filtered and compressed on its own and its output
+    goes into its own IDAT chunk (PNG allows any number of consecutive
+    IDAT chunks), so memory stays within a few blocks beyond the image.
+    """
+    image = np.ascontiguousarray(image)
+    rows, bpp, depth, ctype = _as_rows(image)
+    if palette is not None:
+        if ctype != 0 or depth != 8:
+            raise ValueError("a palette needs a 2-D uint8 image")
+        if not 1 <= len(palette) <= 256:
+            raise ValueError("a palette has 1 to 256 entries")
+        ctype = 3
+    height, width = image.shape[:2]
+    yield PNG_SIGNATURE
+    yield _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 0))
+    if palette is not None:
+        yield _chunk(b"PLTE", bytes(np.asarray(palette, dtype=np.uint8).reshape(-1)))
+    for key, value in (text or {}).items():
+        yield _chunk(b"tEXt", key.encode("latin-1") + b"\0" + str(value).encode("latin-1"))
+
+    comp = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    row_bytes = rows.shape[1] * rows.itemsize
+    block = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    filtered = np.empty((min(block, height), row_bytes + 1), dtype=np.uint8)
+    swapped = np.empty((min(block, height), rows.shape[1]), dtype=">u2") if depth == 16 else None
+    for start in range(0, height, block):
+        part = rows[start : start + block]
+        if swapped is not None:  # 16-bit samples are big-endian in PNG
+            big = swapped[: part.shape[0]]
+            big[...] = part
+            part = big.view(np.uint8)
+        f = filtered[: part.shape[0]]
+        f[:, 0] = 1  # filter type SUB
+        f[:, 1 : bpp + 1] = part[:, :bpp]
+        np.subtract(part[:, bpp:], part[:, :-bpp], out=f[:, bpp + 1 :])
+        data = comp.compress(f)
+        if data:  # header, data and CRC as separate pieces: no copy of the compressed block
+            yield struct.pack(">I", len(data)) + b"IDAT"
+            yield data
+            yield struct.pack(">I", zlib.crc32(data, zlib.crc32(b"IDAT")) & 0xFFFFFFFF)
+        del data
+    yield _chunk(b"IDAT", comp.flush())
+    yield _chunk(b"IEND", b"")
 
 
 def encode_png(
@@ -65,37 +121,7 @@ def encode_png(
     decoders give back the indices (Pillow mode ``"P"``), viewers show colours.
     ``text`` entries become ``tEXt`` chunks (Latin-1 keys and values).
     """
-    image = np.ascontiguousarray(image)
-    rows, bpp, depth, ctype = _as_rows(image)
-    if palette is not None:
-        if ctype != 0 or depth != 8:
-            raise ValueError("a palette needs a 2-D uint8 image")
-        if not 1 <= len(palette) <= 256:
-            raise ValueError("a palette has 1 to 256 entries")
-        ctype = 3
-    height, width = image.shape[:2]
-    out = [PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 0))]
-    if palette is not None:
-        out.append(_chunk(b"PLTE", bytes(np.asarray(palette, dtype=np.uint8).reshape(-1))))
-    for key, value in (text or {}).items():
-        out.append(_chunk(b"tEXt", key.encode("latin-1") + b"\0" + str(value).encode("latin-1")))
-
-    comp = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    row_bytes = rows.shape[1]
-    block = max(1, _BLOCK_BYTES // max(row_bytes, 1))
-    filtered = np.empty((min(block, height), row_bytes + 1), dtype=np.uint8)
-    idat = []
-    for start in range(0, height, block):
-        part = rows[start : start + block]
-        f = filtered[: part.shape[0]]
-        f[:, 0] = 1  # filter type SUB
-        f[:, 1 : bpp + 1] = part[:, :bpp]
-        np.subtract(part[:, bpp:], part[:, :-bpp], out=f[:, bpp + 1 :])
-        idat.append(comp.compress(f))
-    idat.append(comp.flush())
-    out.append(_chunk(b"IDAT", b"".join(idat)))
-    out.append(_chunk(b"IEND", b""))
-    return b"".join(out)
+    return b"".join(_chunks(image, palette, text, level))
 
 
 def write_png(
@@ -106,11 +132,18 @@ def write_png(
     text: dict[str, str] | None = None,
     level: int = 1,
 ) -> None:
-    """Encode ``image`` and write it to ``path`` atomically (temporary file, then rename)."""
-    data = encode_png(image, palette=palette, text=text, level=level)
+    """Encode ``image`` and write it to ``path`` atomically (temporary file, then rename).
+
+    The file is written as it is encoded, block by block: the same bytes as
+    :func:`encode_png` without holding the compressed file in memory.
+    """
+    pieces = _chunks(image, palette, text, level)
+    first = next(pieces)  # checks the array before any file is made
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            fh.write(first)
+            for piece in pieces:
+                fh.write(piece)
 
 
 def read_text(path: str | os.PathLike) -> dict[str, str]:

@@ -161,7 +161,10 @@ def modality_from_dataset(ds) -> Modality:
         return Modality(kind="lut", lut=lut, out_min=0.0, out_max=lut.out_max)
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope is not None and intercept is not None and slope != "" and intercept != "":
-        slope, intercept = float(slope), float(intercept)
+        try:
+            slope, intercept = float(slope), float(intercept)
+        except (TypeError, ValueError):
+            raise InputError(f"Rescale Slope {slope!r} / Intercept {intercept!r} are not numbers") from None
         if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
             raise InputError(f"unusable Rescale Slope {slope} / Intercept {intercept}")
         a, b = lo * slope + intercept, hi * slope + intercept
@@ -235,13 +238,29 @@ def windows_in(ds) -> list[tuple[float, float]]:
         raise InputError(f"Window Center/Width are not numbers: {centers} / {widths}") from None
 
 
-def voi_luts_in(ds) -> list[LUT]:
-    """The VOI LUT Sequence items of a dataset as :class:`LUT` objects."""
+def voi_luts_in(ds, modality: Modality | None = None) -> list[LUT]:
+    """The VOI LUT Sequence items of a dataset as :class:`LUT` objects.
+
+    The first value mapped is signed (SS) when the Modality LUT stage can
+    output negative values: signed stored values without rescale, or a
+    rescale whose output range reaches below zero (PS3.3 C.11.2.1.1). A
+    value read as unsigned is then taken as its two's-complement when it
+    lies above what the Modality stage can output.
+    """
     seq = ds.get("VOILUTSequence")
     if not seq:
         return []
-    signed = int(ds.get("PixelRepresentation") or 0) == 1 and "ModalityLUTSequence" not in ds
-    return [lut_from_item(item, little_endian=_little_endian(ds), signed_input=signed) for item in seq]
+    modality = modality or modality_from_dataset(ds)
+    little = _little_endian(ds)
+    luts = [lut_from_item(item, little_endian=little) for item in seq]
+    if modality.kind == "lut" or modality.out_min >= 0:
+        return luts
+    return [
+        LUT(lut.data, lut.first_mapped - 65536, lut.bits, lut.explanation)
+        if 32768 <= lut.first_mapped <= 65535 and lut.first_mapped > modality.out_max
+        else lut
+        for lut in luts
+    ]
 
 
 def window_problem(width: float, function: str) -> str | None:
@@ -267,7 +286,9 @@ def select_voi(
 
     * ``"auto"``: the window if the file has one, else the VOI LUT Sequence
       (the CSAW-S protocol windows with centre and width; PS3.3 C.11.2 leaves
-      the choice to the application when both are present);
+      the choice to the application when both are present); a window that
+      cannot be used (width below 1) gives way to the VOI LUT of the same
+      index when the file has one;
     * ``"window"`` / ``"lut"``: only that one;
     * ``"none"``: no VOI; the Modality output range is mapped onto the output.
 
@@ -283,7 +304,7 @@ def select_voi(
             raise InputError("a VOI index was given but VOI is 'none'")
         return VOI(kind="none")
     windows = windows_in(ds) if mode in ("auto", "window") else []
-    luts = voi_luts_in(ds) if mode in ("auto", "lut") and not (mode == "auto" and windows) else []
+    luts = voi_luts_in(ds) if mode == "lut" or (mode == "auto" and not windows) else []
     if windows:
         i = 0 if index is None else index
         if not 0 <= i < len(windows):
@@ -297,6 +318,11 @@ def select_voi(
         expl = _values(ds, "WindowCenterWidthExplanation")
         explanation = str(expl[i]) if i < len(expl) else None
         problem = window_problem(width, function)
+        if problem and mode == "auto" and "VOILUTSequence" in ds:
+            # the window is unusable but the file has VOI data that is: use its VOI LUT
+            luts = voi_luts_in(ds)
+            if i < len(luts):
+                return VOI(kind="lut", index=i, lut=luts[i], explanation=luts[i].explanation)
         if problem:
             return VOI(kind="fallback", index=i, center=center, width=width, function=function, reason=problem)
         return VOI(kind="window", index=i, center=center, width=width, function=function, explanation=explanation)
@@ -452,14 +478,23 @@ def reference_render(image: np.ndarray, modality: Modality, voi: VOI, *, bits: i
 
 
 def _histogram(image: np.ndarray) -> tuple[np.ndarray, int]:
-    """Counts of every possible value of an integer image of at most 16 bits, and the first value."""
+    """Counts of every possible value of an integer image of at most 16 bits, and the first value.
+
+    Counted in blocks: ``np.bincount`` converts its input to 64-bit
+    integers, which for the whole image would be four times a 16-bit image.
+    """
+    n = 1 << (8 * image.dtype.itemsize)
+    flat = image.reshape(-1)
+    if image.dtype.kind == "i":
+        flat = flat.view(np.dtype(f"u{image.dtype.itemsize}"))  # two's-complement bit patterns
+    counts = np.zeros(n, dtype=np.int64)
+    step = _CHUNK_BYTES // 8
+    for start in range(0, flat.size, step):
+        counts += np.bincount(flat[start : start + step], minlength=n)
     if image.dtype.kind == "u":
-        return np.bincount(image.reshape(-1), minlength=1 << (8 * image.dtype.itemsize)), 0
-    offset = -(1 << (8 * image.dtype.itemsize - 1))
-    unsigned = image.reshape(-1).view(np.dtype(f"u{image.dtype.itemsize}"))
-    counts = np.bincount(unsigned, minlength=1 << (8 * image.dtype.itemsize))
-    half = len(counts) // 2
-    return np.concatenate([counts[half:], counts[:half]]), offset  # ordered from the most negative value
+        return counts, 0
+    half = n // 2
+    return np.concatenate([counts[half:], counts[:half]]), -half  # ordered from the most negative value
 
 
 def _used_values(image: np.ndarray) -> np.ndarray:

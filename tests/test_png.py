@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from csaws_tools import png
 from csaws_tools.png import encode_png, png_size, read_png, read_text, write_png
 
 
@@ -57,3 +58,35 @@ def test_rejects_unsupported_arrays():
 def test_no_temporary_left_after_write(tmp_path):
     write_png(tmp_path / "a.png", np.ones((3, 3), np.uint8))
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_write_png_memory_stays_within_a_block(tmp_path, dtype):
+    """No byte-swapped copy of a 16-bit image and no compressed file held in memory: a few blocks at a time."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, np.iinfo(dtype).max, size=(4096, 3328), dtype=dtype)  # noise: compresses badly
+    write_png(tmp_path / "warm.png", image[:8])
+    tracemalloc.start()
+    try:
+        write_png(tmp_path / "big.png", image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(read_png(tmp_path / "big.png"), image)
+    assert (tmp_path / "big.png").read_bytes() == encode_png(image)
+    assert peak < 6 * png._BLOCK_BYTES, f"peak {peak / image.nbytes:.2f} x the image"
+
+
+def test_stale_temporaries_are_removed_but_nothing_else(tmp_path):
+    from csaws_tools.atomic import remove_stale_temporaries, temporary_path
+
+    stale = temporary_path(tmp_path / "sub" / "a.png")
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a png")
+    keep = [tmp_path / ".notes.tmp", tmp_path / "sub" / ".cache.tmp", tmp_path / "a.png"]
+    for p in keep:
+        p.write_bytes(b"a user's file")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not stale.exists() and all(p.exists() for p in keep)

@@ -205,3 +205,56 @@ def test_render_into_preallocated_output_and_bad_bits():
     assert res is out
     with pytest.raises(ValueError):
         voi.render(IMG12, voi.modality_from_dataset(ds), voi.select_voi(ds), bits=12)
+
+
+def test_voi_lut_first_mapped_value_is_signed_when_rescale_output_can_be_negative():
+    # CT-like: unsigned 12-bit storage, Rescale Intercept -1024, VOI LUT starting at -1024 (PS3.3 C.11.2.1.1:
+    # the first value mapped is SS). Read as US it arrives as 64512; it must still start at -1024.
+    lut = np.arange(4096) * 16
+    ds = make_ds(RescaleSlope=1, RescaleIntercept=-1024)
+    ds.VOILUTSequence = Sequence([voi_lut_item(lut, 65536 - 1024, 16)])
+    chosen = voi.select_voi(ds)
+    assert chosen.kind == "lut" and chosen.lut.first_mapped == -1024
+    got = ours(IMG12, ds)
+    expect = np.floor(lut[np.clip(IMG12.astype(int) - 1024 + 1024, 0, 4095)] / 65535 * 255 + 0.5)
+    assert np.array_equal(got, expect.astype(np.uint8))
+    # an unsigned first value the modality output can reach is left as it is
+    ds = make_ds(RescaleSlope=40, RescaleIntercept=-1024)
+    ds.VOILUTSequence = Sequence([voi_lut_item(lut, 40000, 16)])
+    assert voi.select_voi(ds).lut.first_mapped == 40000
+
+
+def test_auto_uses_the_voi_lut_when_the_window_is_unusable():
+    ds = make_ds(WindowCenter=100, WindowWidth=0)
+    ds.VOILUTSequence = Sequence([voi_lut_item(np.arange(4096), 0, 12)])
+    assert voi.select_voi(ds).kind == "lut"
+    assert voi.select_voi(ds, mode="window").kind == "fallback"  # asked for the window only: no LUT
+
+
+def test_rescale_that_is_not_a_number_is_a_clear_error():
+    ds = make_ds()
+    ds.add_new(0x00281053, "LO", "abc")  # Rescale Slope
+    ds.add_new(0x00281052, "LO", "0")
+    with pytest.raises(InputError, match="Rescale Slope 'abc' / Intercept '0' are not numbers"):
+        voi.modality_from_dataset(ds)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_histogram_fallbacks_stay_within_a_fraction_of_the_image(dtype):
+    """np.bincount copies its input to 64 bits; counting in blocks keeps that to one block."""
+    import tracemalloc
+
+    arr = RNG.integers(-2000 if dtype == np.int16 else 0, 4096, size=(2000, 1000)).astype(dtype)
+    modality = voi.Modality(kind="lut", lut=voi.LUT(np.arange(65536.0), -32768, 16), out_min=0, out_max=65535)
+    expect = np.percentile(arr.astype(np.int64), [0.5, 99.5], method="inverted_cdf") + 32768  # the LUT adds 32768
+    voi.image_range(arr[:10], modality, "percentile")  # warm up
+    tracemalloc.start()
+    try:
+        got = voi.image_range(arr, modality, "percentile")
+        minmax = voi.image_range(arr, modality, "minmax")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == pytest.approx(tuple(expect))
+    assert minmax == (int(arr.min()) + 32768.0, int(arr.max()) + 32768.0)
+    assert peak < arr.nbytes, f"peak {peak / arr.nbytes:.2f} x the image"
