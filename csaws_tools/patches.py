@@ -266,6 +266,37 @@ def pair_inputs(images: str | os.PathLike, masks: str | os.PathLike,
     return pairs, errors
 
 
+def check_standard_maps(folder: str | os.PathLike) -> None:
+    """Refuse label maps that are not in the standard numbering with all 12 classes.
+
+    ``merge-masks`` writes ``labels.json`` beside its outputs; it is looked for
+    in ``folder`` and its two parents (``MAPS/trainval``, ``MAPS/test/consensus``).
+    Crops store the standard ids (background 0 pads the borders) and label
+    schemes are applied on reading, so maps written with ``--numbering release``
+    (cancer 0, background 11) or with a ``--labels`` scheme would be silently
+    misread. Folders without a ``labels.json`` are taken to be standard.
+    """
+    base = Path(folder).resolve()
+    for cand in (base, *list(base.parents)[:2]):
+        path = cand / "labels.json"
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(doc, dict) or "numbering" not in doc:
+            return
+        if doc.get("numbering") != "standard":
+            raise InputError(f"{path}: the label maps use the {doc.get('numbering')!r} numbering; crops need the "
+                             "standard one (background 0, cancer 1, ...): rerun merge-masks without --numbering")
+        spec = (doc.get("scheme") or {}).get("spec", "all") if isinstance(doc.get("scheme"), dict) else "all"
+        if spec != "all":
+            raise InputError(f"{path}: the label maps were written with label scheme {spec!r}; crops store all 12 "
+                             "classes and apply a scheme on reading: rerun merge-masks without --labels")
+        return
+
+
 def parse_classes(classes: Iterable[str | int] | str | None) -> list[int] | None:
     """Class names or standard ids (``"cancer,skin"``, ``[1, 6]``) to sorted standard ids; None = all."""
     if classes is None:
@@ -677,6 +708,7 @@ def write_patches(
         raise InputError(f"gzip level must be 0-9, not {level}")
     _filter_kwargs(compression, level)  # clear error now when hdf5plugin is missing
     class_list = parse_classes(classes)
+    check_standard_maps(masks)
     if splits is not None:
         if split is None:
             raise InputError("a splits file needs --split (train, val, trainval, test or a subset size)")

@@ -200,6 +200,14 @@ class PatchReader:
         images, masks = self._read(idx)
         return (images[0], masks[0]) if single else (images, masks)
 
+    @property
+    def image_ids(self) -> list[str]:
+        """Every image the file was made from, in file order, including images that got no patch
+        (a test image whose tiles were all dropped)."""
+        if "sources" in self._h5:
+            return [_python(v) for v in self._h5["sources"][:]]
+        return list(dict.fromkeys(self.index["image_id"].astype(str)))
+
     def rows_for(self, image_id: str) -> np.ndarray:
         """Patch numbers of one image (for example its tiles, to :func:`stitch` predictions)."""
         return np.flatnonzero(self.index["image_id"].to_numpy() == image_id)

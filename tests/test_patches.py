@@ -385,3 +385,25 @@ def test_sample_end_to_end(sample_root, tmp_path):
                                "--masks", str(maps / "test" / "consensus"), "--tiles", "--size", "256",
                                "-o", str(tmp_path / "t.h5"), "--no-progress"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"numbering": "release", "classes": []}, "'release' numbering"),
+    ({"numbering": "standard", "scheme": {"spec": "keep:skin"}, "classes": []}, "label scheme 'keep:skin'"),
+])
+def test_maps_in_another_numbering_or_scheme_are_refused(tmp_path, doc, match):
+    """Release ids (cancer 0, background 11) or scheme ids would be read as standard ids: refuse them."""
+    import json
+
+    rng = np.random.default_rng(3)
+    img, msk = make_pair(rng, 80, 70)
+    write_png(tmp_path / "im" / "000_1.png", img)
+    write_png(tmp_path / "maps" / "trainval" / "000_1.png", msk)
+    (tmp_path / "maps" / "labels.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=match):
+        write_patches(tmp_path / "im", tmp_path / "maps" / "trainval", tmp_path / "p.h5", size=S, progress=False)
+    assert not (tmp_path / "p.h5").exists()
+    (tmp_path / "maps" / "labels.json").write_text(json.dumps({"numbering": "standard", "classes": []}))
+    result = write_patches(tmp_path / "im", tmp_path / "maps" / "trainval", tmp_path / "p.h5", size=S,
+                           progress=False, workers=1)
+    assert result.exit_code == 0

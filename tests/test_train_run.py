@@ -157,3 +157,56 @@ def test_cli_single_and_help(prepared, tmp_path):
     assert cfg["config"]["scheme"] == "leave-one-out:skin"
     r = runner.invoke(train, ["run", "-o", str(tmp_path / "x"), "--test-maps", p.test_maps])
     assert r.exit_code == 2 and "error:" in r.output
+
+
+def test_evaluation_counts_images_without_tiles_and_reads_release_numbering(tmp_path):
+    """An image whose tiles were all dropped is predicted background (its cancer is missed, not skipped);
+    reference maps written with the release numbering (cancer 0) are read through their labels.json."""
+    from csaws_tools.classes import labels_json
+    from csaws_tools.patches import write_patches
+    from csaws_tools.png import write_png
+
+    rng = np.random.default_rng(5)
+    bright = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    black = np.zeros((40, 50), np.uint8)          # all tiles dropped (tile_drop="black")
+    cancer = np.zeros((40, 50), bool)
+    cancer[5:25, 10:30] = True
+    for image_id, img in (("000_1", bright), ("001_1", black)):
+        write_png(tmp_path / "im" / f"{image_id}.png", img)
+        write_png(tmp_path / "tilemaps" / f"{image_id}.png", cancer.astype(np.uint8))
+        for folder in ("consensus", "annotator_1"):
+            write_png(tmp_path / "maps" / "test" / folder / f"{image_id}.png", np.where(cancer, 0, 11).astype(np.uint8))
+    (tmp_path / "maps" / "labels.json").write_text(labels_json("release"))
+    res = write_patches(tmp_path / "im", tmp_path / "tilemaps", tmp_path / "tiles.h5", tiles=True, tile_drop="black",
+                        size=32, progress=False, workers=1)
+    assert res.exit_code == 0
+    t = (153.5 / 255 - 0.176) / 0.218
+    rows = evaluate_model(Threshold(t), tmp_path / "tiles.h5", tmp_path / "maps" / "test")
+    pred = bright >= 154
+    tp = int((pred & cancer).sum())
+    fp = int((pred & ~cancer).sum())
+    fn = int((~pred & cancer).sum()) + int(cancer.sum())  # the black image: all its cancer missed
+    for r in rows:
+        assert r["n_images"] == 2
+        assert (r["tp"], r["fp"], r["fn"]) == (tp, fp, fn)
+
+
+def test_validation_sharing_patients_with_training_is_refused(prepared, tmp_path):
+    from csaws_tools.errors import InputError
+
+    _, p = prepared
+    with pytest.raises(InputError, match="must not share patients"):
+        train_run(replace(tiny(p), val_file=p.train_file), tmp_path / "leak")
+    assert not (tmp_path / "leak" / "last.pt").exists()
+
+
+def test_stop_between_validations_keeps_a_resume_point(prepared, tmp_path):
+    _, p = prepared
+    cfg = tiny(p, scheme="binary", iterations=2, val_every=2)
+    first = train_run(cfg, tmp_path / "run", stop_after=1)
+    assert first == {"status": "interrupted", "iteration": 1, "settings_hash": first["settings_hash"]}
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["iteration"] == 1
+    messages = []
+    done = train_run(cfg, tmp_path / "run", log=messages.append)
+    assert any("resuming" in m and "iteration 1" in m for m in messages)
+    assert done["status"] == "done" and [h["iteration"] for h in done["history"]] == [2]

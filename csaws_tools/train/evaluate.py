@@ -28,6 +28,21 @@ from .loop import autocast
 from .metrics import CANCER, Confusion, confusion
 
 
+def reference_cancer_id(test_maps: str | os.PathLike) -> int:
+    """The id of cancer in the reference label maps: from the ``labels.json`` merge-masks wrote
+    beside them (``MAPS/labels.json`` for ``MAPS/test``), else the standard id 1."""
+    from ..stats import names_from_labels_json
+
+    base = Path(test_maps).resolve()
+    for cand in (base, *list(base.parents)[:2]):
+        if (cand / "labels.json").is_file():
+            names = names_from_labels_json(cand / "labels.json")
+            if "cancer" not in names:
+                raise InputError(f"{cand / 'labels.json'}: no cancer class in the reference label maps")
+            return names.index("cancer")
+    return CANCER
+
+
 def reference_folders(test_maps: str | os.PathLike) -> dict[str, Path]:
     """``{"expert_1": .../annotator_1, ..., "consensus": .../consensus}`` found under ``test_maps``."""
     root = Path(test_maps)
@@ -83,13 +98,17 @@ def evaluate_model(model: torch.nn.Module, tiles_file: str | os.PathLike, test_m
                    channels_last: bool = False, return_maps: bool = False) -> list[dict]:
     """One row per reference: evaluated_against, iou, mean_image_iou, tp, fp, fn, n_images.
 
-    Only test images that have tiles AND a label map in a reference folder count for it.
+    Every image of the tiles file (also one whose tiles were all dropped: predicted background)
+    that has a label map in a reference folder counts for it.
     """
     device = torch.device(device)
     refs = reference_folders(test_maps)
+    ref_cancer = reference_cancer_id(test_maps)
     preds, index = predict_tiles(model, tiles_file, device, batch_size=batch_size, amp=amp,
                                  channels_last=channels_last)
-    tiled = set(index["image_id"].astype(str))
+    with open_patches(tiles_file) as reader:
+        # images whose tiles were all dropped are predicted background everywhere: they still count
+        tiled = set(reader.image_ids)
     rows, maps_cache = [], {}
     for name, folder in refs.items():
         files = {p.stem: p for p in folder.glob("*.png")}
@@ -107,7 +126,7 @@ def evaluate_model(model: torch.nn.Module, tiles_file: str | os.PathLike, test_m
             pred = maps_cache[i]
             if pred.shape != ref.shape:
                 raise InputError(f"{files[i]}: size {ref.shape} differs from the tiled image's {pred.shape}")
-            c = confusion(pred, ref, CANCER)
+            c = confusion(pred == CANCER, ref == ref_cancer, True)
             total = total + c
             if c.tp + c.fp + c.fn:
                 per_image.append(c.iou)

@@ -188,6 +188,15 @@ def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.d
             "val_fp": conf.fp, "val_fn": conf.fn}
 
 
+def check_no_shared_patients(train_index: pd.DataFrame, val_index: pd.DataFrame, val_file: str = "") -> None:
+    """Training and validation crops must come from different patients (protocol section 5)."""
+    shared = sorted(set(train_index["patient_id"].astype(str)) & set(val_index["patient_id"].astype(str)))
+    if shared:
+        more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+        raise InputError(f"{val_file}: validation crops of training patient(s) {', '.join(shared[:5])}{more}; "
+                         "training and validation must not share patients (use the splits of csaws-prepare splits)")
+
+
 def run_status(run_dir: str | os.PathLike) -> str:
     """``done`` (metrics.json present), ``partial`` (last.pt present) or ``new``."""
     run_dir = Path(run_dir)
@@ -217,6 +226,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     scheme = parse_scheme(cfg.scheme)
     train_index = read_index(cfg.train_file)
     rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
+    check_no_shared_patients(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
     total = int(cfg.iterations)
     if cfg.epochs is not None:
         total = max(1, math.ceil(cfg.epochs * rows.size / cfg.batch_size))
@@ -283,6 +293,12 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     }
     write_text_atomic(run_dir / "config.json", json.dumps(info, indent=1, default=str) + "\n")
 
+    def save_last(iteration: int) -> None:
+        """The resume point: model, optimiser, scheduler, history and RNG state after ``iteration``."""
+        _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+               "iteration": iteration, "history": history, "best_index": best_index,
+               "settings_hash": shash, "torch_rng": torch.get_rng_state()}, last_path)
+
     source = CropSource(cfg.train_file, rows, scheme.lut, seed=cfg.seed, batch_size=cfg.batch_size,
                         cache_mb=cfg.cache_mb)
     end = total if stop_after is None else min(total, int(stop_after))
@@ -321,9 +337,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
                     _save({"model": model.state_dict(), "iteration": done_its, "settings_hash": shash,
                            "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
                            "aux_loss": cfg.aux_loss, "scheme": scheme.spec}, run_dir / "best.pt")
-                _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                       "iteration": done_its, "history": history, "best_index": best_index,
-                       "settings_hash": shash, "torch_rng": torch.get_rng_state()}, last_path)
+                save_last(done_its)
                 _write_history(run_dir, history, cfg)
                 log(f"{run_dir.name}: it {done_its}/{total} loss {rec['train_loss']:.4f} "
                     f"val_loss {rec['val_loss']:.4f} val_iou {rec['val_iou']:.4f}")
@@ -332,6 +346,8 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         source.close()
     elapsed = time.perf_counter() - t0
     if end < total:
+        if end > start and end % val_every:  # stopped between validations: keep the progress
+            save_last(end)
         return {"status": "interrupted", "iteration": end, "settings_hash": shash}
     best = history[best_index] if best_index is not None else None
     metrics = {
