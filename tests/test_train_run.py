@@ -35,7 +35,7 @@ def prepared(tmp_path_factory):
     res = merge_masks(root / "raw", root / "maps", progress=False, workers=1)
     assert res.exit_code == 0
     p = prepare_inputs(root / "raw" / "CsawS", root / "maps", root / "inputs", patch_size=64, per_class=2,
-                       sizes=(2, 3), repetitions=1, workers=1, progress=False)
+                       sizes=(2, 3), repetitions=2, workers=1, progress=False)
     return root, p
 
 
@@ -43,7 +43,7 @@ def tiny(p, **kw) -> TrainConfig:
     base = dict(iterations=3, batch_size=2, val_every=1, val_max_crops=4, eval_batch_size=8,
                 output_stride=16, augment=AugmentConfig(crop=48))
     base.update(kw)
-    return TrainConfig(p.train_file, p.val_file, **base)
+    return TrainConfig(p.train_file_for(0), p.val_file, **base)
 
 
 def test_resume_after_interruption(prepared, tmp_path):
@@ -147,7 +147,7 @@ def test_cli_single_and_help(prepared, tmp_path):
     runner = CliRunner()
     r = runner.invoke(prepare_main, ["train", "--help"])
     assert r.exit_code == 0 and "run" in r.output and "prepare" in r.output
-    r = runner.invoke(train, ["single", "--train-file", p.train_file, "--val-file", p.val_file, "--scheme",
+    r = runner.invoke(train, ["single", "--train-file", p.train_file_for(0), "--val-file", p.val_file, "--scheme",
                               "leave-one-out:skin", "-o", str(tmp_path / "one"), "--iterations", "1",
                               "--batch-size", "2", "--crop", "48", "--val-every", "1", "--val-max-crops", "2",
                               "--output-stride", "16", "--device", "cpu", "--threads", "2"])
@@ -196,7 +196,7 @@ def test_validation_sharing_patients_with_training_is_refused(prepared, tmp_path
 
     _, p = prepared
     with pytest.raises(InputError, match="must not share patients"):
-        train_run(replace(tiny(p), val_file=p.train_file), tmp_path / "leak")
+        train_run(replace(tiny(p), val_file=p.train_file_for(0)), tmp_path / "leak")
     assert not (tmp_path / "leak" / "last.pt").exists()
 
 
@@ -210,3 +210,34 @@ def test_stop_between_validations_keeps_a_resume_point(prepared, tmp_path):
     done = train_run(cfg, tmp_path / "run", log=messages.append)
     assert any("resuming" in m and "iteration 1" in m for m in messages)
     assert done["status"] == "done" and [h["iteration"] for h in done["history"]] == [2]
+
+
+def test_each_repetition_has_its_own_crops(prepared):
+    """Protocol section 4: crops are sampled once per repetition, with a seed per repetition."""
+    import h5py
+
+    from csaws_tools.splits import load_splits, select_images
+    from csaws_tools.train.prepare import crop_seed
+
+    _, p = prepared
+    splits = load_splits(p.splits)
+    seeds = []
+    for rep in range(2):
+        wanted = {i for key in splits["subsets"] for i in select_images(splits, key, rep)}
+        with h5py.File(p.train_file_for(rep)) as f:
+            assert set(f["index/image_id"].asstr()[:]) == wanted
+            seeds.append(int(f.attrs["seed"]))
+    assert seeds == [crop_seed(0, 0), crop_seed(0, 1)]
+    # an image in both repetitions gets other crop centres in each
+    common = sorted(set(select_images(splits, "2", 0)) & set(select_images(splits, "2", 1))
+                    | set(select_images(splits, "3", 0)) & set(select_images(splits, "3", 1)))
+    assert common, "the two repetitions share no image"
+    centres = []
+    for rep in range(2):
+        with h5py.File(p.train_file_for(rep)) as f:
+            ids = f["index/image_id"].asstr()[:]
+            sel = ids == common[0]
+            centres.append(sorted(zip(f["index/center_row"][sel], f["index/center_col"][sel])))
+    assert centres[0] != centres[1]
+    with pytest.raises(Exception, match="per-repetition pattern"):
+        train_run(TrainConfig(p.train_file, p.val_file, iterations=1), "unused")

@@ -120,8 +120,9 @@ def prepare_cmd(images, maps, out, patch_size, per_class, sizes, repetitions, se
 @train.command("run")
 @click.argument("inputs", type=click.Path(exists=True, file_okay=False), required=False)
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Experiment folder.")
-@click.option("--train-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Training crops (default: INPUTS/train.h5).")
+@click.option("--train-file", default=None,
+              help="Training crops; {rep} in the name stands for the repetition, one file each "
+                   "(default: INPUTS/train_rep{rep}.h5 as written by 'train prepare', else INPUTS/train.h5).")
 @click.option("--val-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Validation crops (default: INPUTS/val.h5).")
 @click.option("--test-tiles", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -155,7 +156,12 @@ def run_cmd(inputs, out, train_file, val_file, test_tiles, test_maps, splits, si
             raise InputError(f"give --{name.split('.')[0].replace('_', '-')} or an INPUTS folder holding {name}")
         return str(base / name)
 
+    if not train_file and base is not None and (base / "train_rep0.h5").is_file():
+        train_file = str(base / "train_rep{rep}.h5")  # one crop file per repetition (train prepare)
     train_file = pick(train_file, "train.h5")
+    for rep in range(repetitions):
+        if not Path(train_file.format(rep=rep) if "{rep}" in train_file else train_file).is_file():
+            raise InputError(f"{train_file.format(rep=rep)}: training crops not found")
     val_file = pick(val_file, "val.h5")
     tiles = pick(test_tiles, "test_tiles.h5")
     if splits is None and base is not None and (base / "splits.json").is_file():

@@ -77,6 +77,8 @@ def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
                 raise InputError(f"{cfg.splits}: no subset of size {n} (it has {have})")
             keys[int(n)] = str(int(n))
     else:
+        if "{rep}" in cfg.train.train_file:
+            raise InputError(f"{cfg.train.train_file}: per-repetition training files need a splits file (--splits)")
         pool = sorted(set(read_index(cfg.train.train_file)["image_id"].astype(str)))
         keys = {int(n): str(min(int(n), len(pool))) for n in cfg.sizes}
         # every image of the training patches file is in the pool (validation has its own file)
@@ -86,6 +88,11 @@ def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
     for n, key in keys.items():
         out[n] = {r: select_images(sp, key, r) for r in range(cfg.repetitions)}
     return out
+
+
+def train_file_of(cfg: ExperimentConfig, repetition: int) -> str:
+    """The training crops of one repetition: ``{rep}`` in the file name is the repetition."""
+    return cfg.train.train_file.format(rep=int(repetition)) if "{rep}" in cfg.train.train_file else cfg.train.train_file
 
 
 def run_seed(base: int, n: int, rep: int) -> int:
@@ -111,7 +118,7 @@ def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[st
             for setting in SETTINGS:
                 run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
                 tcfg = replace(cfg.train, scheme=schemes[setting].spec, image_ids=list(ids),
-                               seed=run_seed(cfg.train.seed, n, rep))
+                               seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep))
                 log(f"[{setting} N={n} rep={rep}] {len(ids)} images")
                 metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite)
                 if not cfg.keep_last:

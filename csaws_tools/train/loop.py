@@ -224,6 +224,8 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     scheme = parse_scheme(cfg.scheme)
+    if "{rep}" in cfg.train_file:
+        raise InputError(f"{cfg.train_file}: a per-repetition pattern; give one repetition's training file")
     train_index = read_index(cfg.train_file)
     rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
     check_no_shared_patients(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
