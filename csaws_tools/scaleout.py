@@ -155,6 +155,7 @@ def execute_on_dask(
     name = getattr(getattr(worker, "func", worker), "__name__", "work")
     counter = 0
     futures: dict[Any, list[Task]] = {}
+    suspects: list[Task] = []
     try:
         if cluster is None:
             try:
@@ -194,9 +195,11 @@ def execute_on_dask(
                     # Rerun file by file so only the input that kills workers fails.
                     for task in batch:
                         pending.add(submit([task]))
-                    result = None
                 else:
-                    result = [(error_row(batch[0], DIED_MESSAGE), None)]
+                    # A file can be blamed for a death it only stood beside (it was
+                    # queued on the same worker): judge it alone, after the rest.
+                    suspects.append(batch[0])
+                result = None
             except (distributed.client.FutureCancelledError, OSError) as exc:
                 raise CsawsError(f"--scheduler {scheduler}: lost the Dask cluster ({one_line(exc)})") from None
             except Exception as exc:  # noqa: BLE001 - run_tasks itself never raises: the cluster could not run it
@@ -209,6 +212,15 @@ def execute_on_dask(
             if result is not None:
                 yield result
             fill(pending)
+        for task in suspects:  # one at a time, nothing else running: only a real culprit fails
+            fut = submit([task])
+            try:
+                yield fut.result()
+            except distributed.KilledWorker:
+                yield [(error_row(task, DIED_MESSAGE), None)]
+            finally:
+                futures.pop(fut, None)
+                fut.release()
     finally:
         for fut in list(futures):
             fut.cancel()
