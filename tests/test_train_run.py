@@ -241,3 +241,23 @@ def test_each_repetition_has_its_own_crops(prepared):
     assert centres[0] != centres[1]
     with pytest.raises(Exception, match="per-repetition pattern"):
         train_run(TrainConfig(p.train_file, p.val_file, iterations=1), "unused")
+
+
+def test_cli_run_uses_each_repetitions_crops(prepared, tmp_path):
+    """`csaws-train run INPUTS` picks INPUTS/train_rep<r>.h5 for repetition r."""
+    from csaws_tools.cli.train import train
+    from csaws_tools.train.data import file_hash
+
+    _, p = prepared
+    inputs = Path(p.val_file).parent
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(train, ["run", str(inputs), "-o", str(out), "--test-maps", p.test_maps, "--sizes", "2",
+                                   "--repetitions", "2", "--iterations", "1", "--batch-size", "2", "--crop", "48",
+                                   "--val-every", "1", "--val-max-crops", "2", "--output-stride", "16",
+                                   "--device", "cpu", "--threads", "2"])
+    assert r.exit_code == 0, r.output
+    for rep in range(2):
+        for setting in ("with", "without"):
+            cfg = json.loads((out / "runs" / setting / "n2" / f"rep{rep}" / "config.json").read_text())
+            assert Path(cfg["config"]["train_file"]).name == f"train_rep{rep}.h5"
+            assert cfg["settings"]["data"]["train_file"] == file_hash(p.train_file_for(rep))
