@@ -108,6 +108,7 @@ def merge_manifests(
     * every manifest was made with the same settings (same settings hash);
     * all are shards of the same ``N``, each shard at most once;
     * no input (``source``) appears in two manifests;
+    * no output is written (status ``ok``) by two manifests;
     * shards 1..N are all present; with ``allow_missing`` a
       :class:`MissingShardWarning` is issued instead and the merged
       manifest's metadata lists the missing shards.
@@ -187,6 +188,22 @@ def merge_manifests(
     if clashes:
         more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
         raise CsawsError(f"{len(clashes)} inputs appear in more than one manifest: {'; '.join(clashes[:3])}{more}")
+
+    # No output written by two manifests: two inputs of different shards that a
+    # --name template maps to one file would otherwise overwrite each other unseen.
+    writer: dict[str, str] = {}
+    overwritten: list[str] = []
+    for f, frame in zip(files, frames):
+        if "output" not in frame or "status" not in frame:
+            continue
+        for out in frame.loc[frame["status"] == "ok", "output"].dropna().unique():
+            if out in writer and writer[out] != f.path.name:
+                overwritten.append(f"{out} ({writer[out]} and {f.path.name})")
+            writer.setdefault(out, f.path.name)
+    if overwritten:
+        more = f" and {len(overwritten) - 3} more" if len(overwritten) > 3 else ""
+        raise CsawsError(f"{len(overwritten)} outputs were written by more than one manifest (one overwrote "
+                         f"the other): {'; '.join(overwritten[:3])}{more}")
 
     merged = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True, sort=False)
     merged = merged[_column_order(frames)]

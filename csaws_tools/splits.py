@@ -250,6 +250,12 @@ def make_splits(
                 }
 
     test_groups = _group(test)
+    shared = sorted(set(groups) & set(test_groups))
+    if shared:
+        more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+        warnings.warn(f"patient(s) {', '.join(shared[:5])}{more} have images both in train/val and in test; "
+                      "their test images are not independent of training (recorded as test.shared_patients)",
+                      stacklevel=2)
     return {
         "format": FORMAT,
         "tool_version": __version__,
@@ -257,7 +263,7 @@ def make_splits(
         "validation": {"rule": rule, "seed": val_seed, "fraction": VAL_FRACTION if rule == "seeded-fraction" else None},
         "train": {"patients": train, "images": train_images},
         "val": {"patients": val, "images": [i for p in val for i in groups[p]]},
-        "test": {"patients": sorted(test_groups), "images": test},
+        "test": {"patients": sorted(test_groups), "images": test, "shared_patients": shared},
         "subsets": subsets,
         "subset_rule": {
             "source": "release" if release_path is not None else "sampled",

@@ -140,3 +140,19 @@ def test_cli_missing_shard_message_and_allow_missing(tmp_path):
     assert allowed.exit_code == 0, allowed.output
     assert "warning: 1 of 3 shards missing (shard 3)" in allowed.output
     assert read_manifest(tmp_path / "part.parquet").attrs["csaws_tools"]["missing_shards"] == [3]
+
+
+def test_output_written_by_two_shards_is_refused(tmp_path):
+    """Two inputs of different shards named alike (a --name template) overwrite each other: merge says so."""
+    from csaws_tools.batch import in_shard
+
+    keys = [f"p{i:02d}/img.dcm" for i in range(40)]
+    a = next(k for k in keys if in_shard(k, (1, 2)))
+    b = next(k for k in keys if in_shard(k, (2, 2)))
+    out = tmp_path / "out"
+    tasks = [Task(key=k, source=f"in/{k}", output=str(out / "same.txt")) for k in (a, b)]
+    for i in (1, 2):
+        run_batch(tasks, helpers.write_toy, manifest=out / "manifest.parquet", settings=SETTINGS, workers=1,
+                  shard=(i, 2), progress=False)
+    with pytest.raises(CsawsError, match="1 outputs were written by more than one manifest"):
+        merge_manifests(out)

@@ -111,6 +111,19 @@ def test_unreachable_size_warns_and_stays_below():
     assert s["subsets"]["5"]["0"]["n_images"] == 4
 
 
+def test_patient_in_trainval_and_test_is_warned_and_recorded():
+    ids = ["a_1", "a_2", "b_1", "c_1", "v_1"]
+    with pytest.warns(UserWarning, match="patient\\(s\\) a have images both in train/val and in test"):
+        s = make_splits(ids, val_patients=["v"], sizes=(1,), repetitions=1, test_ids=["a_3", "t_1"])
+    assert s["test"]["shared_patients"] == ["a"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = make_splits(ids, val_patients=["v"], sizes=(1,), repetitions=1, test_ids=["t_1"])
+    assert clean["test"]["shared_patients"] == []
+
+
 def test_save_load_select(tmp_path):
     ids = [f"{p}_{n}" for p in ("000", "001", "100", "101", "102", "103") for n in (1, 2)]
     s = make_splits(ids, sizes=(2, 4), repetitions=2, test_ids=["900_1"])
