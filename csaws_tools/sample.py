@@ -13,10 +13,14 @@ and writes, under one folder::
     sample.parquet                            one row per image: what was drawn and how it is stored
     .csaws-sample.json                        marks the folder as a sample (seed, size, counts)
 
-The released PNG is what protocol section 2 (and ``csaws-prepare dicom2png``
-with default settings) makes from the DICOM: the LINEAR window of PS3.3
-C.11.2.1.2.1 mapped onto 0..255, then inverted for MONOCHROME1
-(:func:`window_to_uint8`).
+The DICOM files store their Modality LUT and VOI data the ways real
+mammograms do (protocol section 2; PS3.3 C.11), cycled over the images
+(:data:`VOI_STYLES`): one LINEAR window, several window presets, the
+SIGMOID function, Rescale Slope / Intercept with windows in rescaled units,
+and a VOI LUT Sequence beside the window. The released PNG is what
+``csaws-prepare dicom2png`` with default settings makes from the DICOM (the
+first preset with the file's function, the window's output range onto
+0..255, MONOCHROME1 inverted): :func:`released_image`.
 
 Same seed and settings give byte-identical files; every image has its own
 random stream keyed by (seed, patient, image number), so results do not
@@ -40,6 +44,7 @@ from .classes import MAIN_CLASS, MASK_CLASSES
 from .errors import OutputError
 from .phantom import PhantomSpec, make_phantom
 from .png import write_png
+from .voi import VOI, Modality, inverted, modality_from_dataset, render, select_voi, voi_unit, windows_in
 
 #: Default image size (rows, columns): small, so the default sample takes seconds.
 DEFAULT_SIZE: tuple[int, int] = (640, 512)
@@ -73,6 +78,34 @@ _P_THICK_VESSELS = 0.78
 
 
 @dataclass(frozen=True)
+class VOIStyle:
+    """How an image stores its Modality LUT and VOI data (PS3.3 C.11.1, C.11.2)."""
+
+    function: str  # VOI LUT Function in effect: "LINEAR" or "SIGMOID"
+    function_in_file: bool  # False: VOILUTFunction absent (LINEAR by default, PS3.3 C.11.2.1.3)
+    presets: tuple[str, ...]  # WindowCenterWidthExplanation of each preset; the first is the default
+    slope: float | None = None  # Rescale Slope / Intercept (None: no Modality LUT step)
+    intercept: float | None = None
+    voi_lut: bool = False  # a VOI LUT Sequence beside the window, equal to the first preset
+
+
+#: The storage styles, cycled over the images of a sample (image k gets ``VOI_STYLES[k % 5]``).
+#: Every sample of five images or more holds each of them.
+VOI_STYLES: tuple[VOIStyle, ...] = (
+    VOIStyle("LINEAR", True, ("NORMAL",)),
+    VOIStyle("SIGMOID", True, ("NORMAL", "HARDER", "SOFTER")),
+    VOIStyle("LINEAR", False, ("NORMAL",), slope=1.0, intercept=-1024.0),
+    VOIStyle("LINEAR", True, ("NORMAL", "FULL RANGE"), slope=0.5, intercept=-100.0),
+    VOIStyle("LINEAR", True, ("NORMAL",), voi_lut=True),
+)
+#: SIGMOID presets (NORMAL, HARDER, SOFTER): widths as fractions of the LINEAR window's width, and the
+#: centre moved toward fat by a fraction of it, so that fat and gland keep about the grey levels of the
+#: LINEAR window, air stays near black (a sigmoid never reaches 0) and calcium, metal and text saturate.
+_SIGMOID_WIDTHS = (0.45, 0.36, 0.57)
+_SIGMOID_SHIFT = 0.125
+
+
+@dataclass(frozen=True)
 class SampleImage:
     """One image of the sample: identity, what was drawn, how it is stored."""
 
@@ -85,6 +118,14 @@ class SampleImage:
     photometric: str  # "MONOCHROME1" or "MONOCHROME2"
     jpeg2000: bool
     bits_stored: int
+    voi_style: int  # index into VOI_STYLES; the fields below spell it out
+    voi_function: str  # VOI LUT Function in effect (LINEAR or SIGMOID)
+    voi_function_in_file: bool  # whether VOILUTFunction is written (absent means LINEAR)
+    window_presets: int  # number of WindowCenter/WindowWidth values
+    rescale: bool  # Rescale Slope / Intercept present (windows are then in rescaled units)
+    rescale_slope: float  # 1.0 when absent
+    rescale_intercept: float  # 0.0 when absent
+    voi_lut_sequence: bool  # a VOI LUT Sequence beside the window
     calcifications: bool
     lymph_nodes: bool
     foreign_object: bool
@@ -141,18 +182,18 @@ class SampleInfo:
 # --------------------------------------------------------------------------- pixel mapping
 
 
-def window_to_uint8(stored: np.ndarray, center: float, width: float, photometric: str) -> np.ndarray:
-    """The released 8-bit image: LINEAR window (PS3.3 C.11.2.1.2.1) onto 0..255, MONOCHROME1 inverted.
+def released_image(stored: np.ndarray, ds) -> np.ndarray:
+    """The released 8-bit image: exactly what ``csaws-prepare dicom2png`` makes with default settings.
 
-    ``y = clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1) * 255``, rounded half up;
-    then ``255 - y`` for MONOCHROME1 (protocol section 2).
+    Modality LUT (Rescale Slope / Intercept), the first window preset with the
+    file's VOI LUT Function (PS3.3 C.11.2), the window's output range onto
+    0..255, then inverted for MONOCHROME1 (protocol section 2), computed by
+    :func:`csaws_tools.voi.render`.
     """
-    y = (stored.astype(np.float32) - np.float32(center - 0.5)) / np.float32(width - 1) + np.float32(0.5)
-    np.clip(y, 0, 1, out=y)
-    out = np.floor(y * np.float32(255) + np.float32(0.5)).astype(np.uint8)
-    if photometric == "MONOCHROME1":
-        np.subtract(255, out, out=out)
-    return out
+    chosen = select_voi(ds)
+    if chosen.kind != "window":
+        raise ValueError(f"the sample's files always have a usable window, got {chosen.kind!r}")
+    return render(stored, modality_from_dataset(ds), chosen, bits=8, invert=inverted(ds))
 
 
 def density_to_stored(density: np.ndarray, bits_stored: int, photometric: str,
@@ -176,6 +217,36 @@ def density_to_stored(density: np.ndarray, bits_stored: int, photometric: str,
     return stored, center, width
 
 
+def _ds_str(value: float) -> str:
+    """A Decimal String (PS3.5 6.2, at most 16 characters) holding ``value`` exactly or nearly."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.10g}"
+
+
+def window_presets(style: VOIStyle, center: int, width: int, bits_stored: int,
+                   photometric: str) -> list[tuple[float, float]]:
+    """The (centre, width) presets of an image in Modality output units (rescaled when the style rescales).
+
+    ``center``/``width`` is the LINEAR window over the breast in stored
+    units (:func:`density_to_stored`). SIGMOID presets are narrower and
+    centred nearer fat (toward lower density: higher stored values for
+    MONOCHROME1); a second LINEAR preset spans every stored value. With
+    Rescale Slope ``s`` and Intercept ``b``, a stored-unit window (c, w)
+    becomes (s c + b, s w): the window is given in rescaled values
+    (PS3.3 C.11.1, C.11.2) and spans the same stored values.
+    """
+    if style.function == "SIGMOID":
+        shift = round(_SIGMOID_SHIFT * width) * (1 if photometric == "MONOCHROME1" else -1)
+        stored = [(float(center + shift), float(max(2, round(f * width)))) for f in _SIGMOID_WIDTHS]
+    else:
+        full = float(1 << bits_stored)
+        stored = [(float(center), float(width)), (full / 2, full)]
+    stored = stored[: len(style.presets)]
+    if style.slope is None:
+        return stored
+    slope, intercept = style.slope, style.intercept or 0.0
+    return [(slope * c + intercept, slope * w) for c, w in stored]
+
+
 # --------------------------------------------------------------------------- planning
 
 
@@ -185,8 +256,9 @@ def plan_sample(seed: int, n_train_patients: int, n_test_patients: int) -> list[
     Patients get consecutive zero-padded ids from "000" (train/val first, so
     the suggested validation patients 000 and 001 exist), one or two images
     each (CC and MLO of the same breast). Storage cycles over the images:
-    every third is MONOCHROME1 and every fourth JPEG 2000 lossless, so any
-    sample of a few images has both.
+    every third is MONOCHROME1, every fourth JPEG 2000 lossless, and image k
+    stores its Modality LUT and VOI data as ``VOI_STYLES[k % 5]``, so any
+    sample of five images or more has every kind.
     """
     rng = np.random.default_rng([seed, 7001])
     images: list[SampleImage] = []
@@ -199,12 +271,22 @@ def plan_sample(seed: int, n_train_patients: int, n_test_patients: int) -> list[
         laterality = str(rng.choice(["L", "R"]))
         first = int(rng.integers(1, 12))
         for i, view in enumerate(views):
+            voi_style = k % len(VOI_STYLES)
+            style = VOI_STYLES[voi_style]
             images.append(SampleImage(
                 image_id=f"{pid}_{first + i}", pid=pid, n=first + i, split=split, view=view,
                 laterality=laterality,
                 photometric="MONOCHROME1" if k % 3 == 1 else "MONOCHROME2",
                 jpeg2000=k % 4 == 2,
                 bits_stored=int(rng.choice([12, 12, 14])),
+                voi_style=voi_style,
+                voi_function=style.function,
+                voi_function_in_file=style.function_in_file,
+                window_presets=len(style.presets),
+                rescale=style.slope is not None,
+                rescale_slope=1.0 if style.slope is None else style.slope,
+                rescale_intercept=0.0 if style.intercept is None else style.intercept,
+                voi_lut_sequence=style.voi_lut,
                 calcifications=bool(rng.random() < _P_CALCIFICATIONS),
                 lymph_nodes=view == "MLO" and bool(rng.random() < _P_LYMPH_NODES_MLO),
                 foreign_object=bool(rng.random() < _P_FOREIGN_OBJECT),
@@ -250,10 +332,32 @@ def _patient_orientation(view: str, laterality: str) -> list[str]:
     return [row, col] if view == "CC" else [row, "F"]
 
 
+def _voi_lut_item(center: float, width: float, function: str, bits_stored: int):
+    """A VOI LUT Sequence item (PS3.3 C.11.2.1.1) equal to a window over every stored value, 16-bit entries."""
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
+
+    n = 1 << bits_stored
+    values = np.arange(n, dtype=np.float64)
+    unit = voi_unit(values, VOI(kind="window", center=center, width=width, function=function),
+                    Modality(out_min=0.0, out_max=float(n - 1)))
+    data = np.floor(unit * 65535 + 0.5).astype("<u2")
+    item = Dataset()
+    item.add(DataElement(0x00283002, "US", [n if n < 65536 else 0, 0, 16]))  # LUT Descriptor
+    item.LUTExplanation = "NORMAL AS LUT"
+    item.add(DataElement(0x00283006, "OW", data.tobytes()))  # LUT Data
+    return item
+
+
 def build_dicom(img: SampleImage, stored: np.ndarray, center: int, width: int, seed: int,
                 spacing: float):
-    """A Digital Mammography For Presentation dataset (PS3.3 A.26) holding ``stored``."""
+    """A Digital Mammography For Presentation dataset (PS3.3 A.26) holding ``stored``.
+
+    ``center``/``width`` is the LINEAR window in stored units; the image's
+    :class:`VOIStyle` decides the presets, function, rescale and VOI LUT written.
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
     rows, cols = stored.shape
@@ -303,10 +407,23 @@ def build_dicom(img: SampleImage, stored: np.ndarray, center: int, width: int, s
     ds.PixelSpacing = ds.ImagerPixelSpacing = [f"{spacing:.6g}", f"{spacing:.6g}"]
     ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = 1 if img.photometric == "MONOCHROME2" else -1
-    ds.WindowCenter = center
-    ds.WindowWidth = width
-    ds.WindowCenterWidthExplanation = "NORMAL"
-    ds.VOILUTFunction = "LINEAR"
+    style = VOI_STYLES[img.voi_style]
+    if style.slope is not None:
+        ds.RescaleSlope = _ds_str(style.slope)
+        ds.RescaleIntercept = _ds_str(style.intercept or 0.0)
+        ds.RescaleType = "US"  # unspecified (PS3.3 C.11.1.1.2)
+    presets = window_presets(style, center, width, img.bits_stored, img.photometric)
+    centers = [_ds_str(c) for c, _ in presets]
+    widths = [_ds_str(w) for _, w in presets]
+    ds.WindowCenter = centers if len(centers) > 1 else centers[0]
+    ds.WindowWidth = widths if len(widths) > 1 else widths[0]
+    ds.WindowCenterWidthExplanation = list(style.presets) if len(style.presets) > 1 else style.presets[0]
+    if style.function_in_file:
+        ds.VOILUTFunction = style.function
+    if style.voi_lut:
+        if style.slope is not None:
+            raise ValueError("the VOI LUT style maps stored values and has no rescale")
+        ds.VOILUTSequence = Sequence([_voi_lut_item(presets[0][0], presets[0][1], style.function, img.bits_stored)])
     ds.LossyImageCompression = "00"
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
     if img.jpeg2000:
@@ -336,13 +453,15 @@ def write_image(img: SampleImage, root: Path, size: tuple[int, int], seed: int) 
     test = img.split == "test"
     dcm_path = root / ("dicom_test" if test else "dicom") / img.pid / f"{img.image_id}.dcm"
     ds = build_dicom(img, stored, center, width, seed, spacing)
+    released = released_image(stored, ds)
+    first_center, first_width = windows_in(ds)[0]
     with atomic_path(dcm_path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-    del ds
+    del ds, stored
 
     csaws = root / "CsawS"
     image_dir = (csaws / "test_data" / "anonymized_dataset" if test else csaws / "anonymized_dataset") / img.pid
-    write_png(image_dir / f"{img.image_id}.png", window_to_uint8(stored, center, width, img.photometric))
+    write_png(image_dir / f"{img.image_id}.png", released)
     if test:
         for k in ANNOTATORS:
             folder = csaws / "test_data" / f"annotator_{k}" / img.pid
@@ -357,7 +476,8 @@ def write_image(img: SampleImage, root: Path, size: tuple[int, int], seed: int) 
 
     row = asdict(img)
     row.update(
-        dicom=str(dcm_path.relative_to(root)), rows=rows, cols=cols, window_center=center, window_width=width,
+        dicom=str(dcm_path.relative_to(root)), rows=rows, cols=cols,
+        window_center=first_center, window_width=first_width,
         pixel_spacing_mm=spacing,
         transfer_syntax="1.2.840.10008.1.2.4.90" if img.jpeg2000 else "1.2.840.10008.1.2.1",
     )

@@ -10,13 +10,13 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from pydicom.pixels import apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEG2000Lossless
 
 from csaws_tools.classes import MASK_CLASSES
 from csaws_tools.errors import OutputError
 from csaws_tools.png import read_png
-from csaws_tools.sample import SampleInfo, write_sample
+from csaws_tools.sample import VOI_STYLES, SampleInfo, write_sample
 
 SMALL = (256, 208)
 
@@ -52,6 +52,37 @@ def _all_images(info: SampleInfo):
 
 def _view(info: SampleInfo, image_id: str) -> str:
     return next(im.view for im in info.images if im.image_id == image_id)
+
+
+def _multi(ds, keyword: str) -> list:
+    """A value of VM 1-n as a list."""
+    if keyword not in ds:
+        return []
+    value = ds[keyword].value
+    return list(value) if ds[keyword].VM > 1 else [value]
+
+
+def _output_range(ds) -> tuple[float, float]:
+    """The Modality output range pydicom maps the VOI output onto: stored range, rescaled."""
+    lo, hi = 0.0, float(2**ds.BitsStored - 1)
+    if "RescaleSlope" in ds:
+        s, i = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = lo * s + i, hi * s + i
+    return lo, hi
+
+
+def _pydicom_8bit(ds, index: int = 0, prefer_lut: bool = False) -> np.ndarray:
+    """pydicom's Modality LUT + VOI (window preset ``index`` or VOI LUT) onto 0..255, MONOCHROME1 inverted."""
+    values = apply_modality_lut(ds.pixel_array, ds)
+    voi = apply_voi_lut(values, ds, index=index, prefer_lut=prefer_lut).astype(np.float64)
+    if prefer_lut and "VOILUTSequence" in ds:
+        expected = voi / (2 ** ds.VOILUTSequence[index].LUTDescriptor[2] - 1) * 255
+    else:
+        lo, hi = _output_range(ds)
+        expected = (voi - lo) / (hi - lo) * 255
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        expected = 255 - expected
+    return expected
 
 
 # --------------------------------------------------------------------------- layout
@@ -182,8 +213,11 @@ def test_dicom_headers_and_decoding(info):
         assert ds.PixelRepresentation == 0
         assert (ds.Rows, ds.Columns) == (640, 512)
         assert len(ds.PixelSpacing) == 2 and float(ds.PixelSpacing[0]) > 0
-        assert float(ds.WindowWidth) > 1
-        assert 0 < float(ds.WindowCenter) < 2**ds.BitsStored
+        centers, widths = _multi(ds, "WindowCenter"), _multi(ds, "WindowWidth")
+        assert len(centers) == len(widths) == len(_multi(ds, "WindowCenterWidthExplanation")) >= 1
+        lo, hi = _output_range(ds)  # windows are in Modality output (rescaled) units
+        assert all(float(w) > 1 for w in widths)
+        assert all(lo < float(c) < hi for c in centers)
         arr = ds.pixel_array
         assert arr.shape == (640, 512) and arr.dtype == np.uint16
         assert int(arr.max()) < 2**ds.BitsStored
@@ -208,17 +242,113 @@ def test_monochrome1_stores_dense_tissue_as_low_values(info):
 
 
 def test_released_png_equals_pydicom_window(info):
-    """The released PNG = pydicom's apply_voi_lut mapped onto 0..255, MONOCHROME1 inverted (within 1)."""
+    """The released PNG = pydicom's apply_modality_lut + apply_voi_lut (first window preset, the file's
+    VOI LUT Function) mapped from the window's output range onto 0..255, MONOCHROME1 inverted (within 1)."""
+    functions = set()
     for _, dcm, png, _ in _all_images(info):
         ds = pydicom.dcmread(dcm)
-        voi = apply_voi_lut(ds.pixel_array, ds).astype(np.float64)
-        expected = voi / (2**ds.BitsStored - 1) * 255
-        if ds.PhotometricInterpretation == "MONOCHROME1":
-            expected = 255 - expected
+        expected = _pydicom_8bit(ds)
         released = read_png(png)
         assert released.dtype == np.uint8 and released.shape == expected.shape
         assert np.abs(released - expected).max() <= 1.0
-        assert released.min() == 0 and released.max() == 255
+        function = str(ds.get("VOILUTFunction", "LINEAR"))
+        functions.add(function)
+        # a LINEAR window clips air to black and dense tissue to white; a sigmoid only approaches them
+        if function == "LINEAR":
+            assert released.min() == 0 and released.max() == 255
+        else:
+            assert released.min() <= 5 and released.max() >= 250
+    assert functions == {"LINEAR", "SIGMOID"}
+
+
+def test_every_window_preset_and_the_voi_lut_agree_with_pydicom(info):
+    """dicom2png's --voi-index N and --voi lut on the sample match pydicom for every preset and VOI LUT."""
+    from csaws_tools.dicom2png import to_array
+
+    checked_presets = checked_luts = 0
+    for _, dcm, png, _ in _all_images(info):
+        ds = pydicom.dcmread(dcm)
+        for index in range(1, len(_multi(ds, "WindowCenter"))):
+            ours, meta = to_array(dcm, voi_index=index)
+            assert meta["voi_index"] == index and meta["voi_kind"] == "window"
+            assert np.abs(ours - _pydicom_8bit(ds, index=index)).max() <= 1.0
+            # the presets are different windows, not copies of the first
+            assert not np.array_equal(ours, read_png(png))
+            checked_presets += 1
+        if "VOILUTSequence" in ds:
+            ours, meta = to_array(dcm, voi="lut")
+            assert meta["voi_kind"] == "lut"
+            assert np.abs(ours - _pydicom_8bit(ds, prefer_lut=True)).max() <= 1.0
+            # the LUT holds the first window: the same picture within one grey level
+            assert np.abs(ours.astype(int) - read_png(png)).max() <= 1
+            checked_luts += 1
+    assert checked_presets >= 6 and checked_luts >= 2
+
+
+def test_sample_exercises_the_modality_and_voi_variants(info):
+    """Rescale (unit and non-unit slope), several presets, SIGMOID, LINEAR written or implied, VOI LUT."""
+    import pandas as pd
+
+    seen: dict[str, list[str]] = {}
+    for image_id, dcm, _, _ in _all_images(info):
+        ds = pydicom.dcmread(dcm, stop_before_pixels=True)
+
+        def add(kind: str) -> None:
+            seen.setdefault(kind, []).append(image_id)
+
+        if "RescaleSlope" in ds:
+            assert "RescaleIntercept" in ds
+            add("rescale")
+            if float(ds.RescaleSlope) != 1:
+                add("non-unit slope")
+            if ds.PhotometricInterpretation == "MONOCHROME1":
+                add("rescale MONOCHROME1")
+        n = len(_multi(ds, "WindowCenter"))
+        if n > 1:
+            add("presets")
+            assert _multi(ds, "WindowCenterWidthExplanation")[0] == "NORMAL"
+        if n == 3:
+            add("three presets")
+        function = ds.get("VOILUTFunction")
+        add(f"function {function}")
+        if function == "SIGMOID":
+            add(f"SIGMOID {ds.PhotometricInterpretation}")
+        if "VOILUTSequence" in ds:
+            add("VOI LUT")
+    for kind in ("rescale", "non-unit slope", "rescale MONOCHROME1", "presets", "three presets",
+                 "function SIGMOID", "function LINEAR", "function None", "SIGMOID MONOCHROME1",
+                 "SIGMOID MONOCHROME2", "VOI LUT"):
+        assert kind in seen, kind
+    # storage cycles over the images: the default sample has every style three times
+    assert len(seen["rescale"]) == 6 and len(seen["function SIGMOID"]) == 3 and len(seen["VOI LUT"]) == 3
+
+    table = pd.read_parquet(info.manifest)
+    assert sorted(table["voi_style"].value_counts()) == [3] * len(VOI_STYLES)
+    assert set(table.loc[table["rescale"], "image_id"]) == set(seen["rescale"])
+    assert set(table.loc[table["voi_function"] == "SIGMOID", "image_id"]) == set(seen["function SIGMOID"])
+    assert set(table.loc[table["voi_lut_sequence"], "image_id"]) == set(seen["VOI LUT"])
+    assert set(table.loc[table["window_presets"] > 1, "image_id"]) == set(seen["presets"])
+
+
+def test_dicom2png_defaults_reproduce_the_released_pngs(info, tmp_path):
+    """csaws-prepare dicom2png with default settings turns the sample's DICOM into the released PNGs exactly."""
+    from csaws_tools.dicom2png import convert
+
+    released = {i: png for i, _, png, _ in _all_images(info)}
+    for source, ids in ((info.dicom_dir, info.train_ids), (info.dicom_test_dir, info.test_ids)):
+        out = tmp_path / source.name
+        result = convert([source], out, workers=1, progress=False)
+        assert result.exit_code == 0
+        import pandas as pd
+
+        table = pd.read_parquet(out / "manifest.parquet")
+        assert (table["status"] == "ok").all() and len(table) == len(ids)
+        assert (table["voi_kind"] == "window").all() and (table["voi_index"] == 0).all()
+        assert set(table["voi_function"]) == {"LINEAR", "SIGMOID"}
+        assert set(table["modality_kind"]) == {"identity", "rescale"}
+        for image_id in ids:
+            ours = read_png(out / image_id[:3] / f"{image_id}.png")
+            np.testing.assert_array_equal(ours, read_png(released[image_id]), err_msg=image_id)
 
 
 def test_right_breasts_are_mirrored(info):

@@ -40,9 +40,12 @@ def sample(out: Path, seed: int, patients: int, test_patients: int, size: tuple[
 
     \b
     OUT/dicom/<pid>/<pid>_<n>.dcm          train/val DICOM (MG, For Presentation;
-                                           some MONOCHROME1, some JPEG 2000 lossless)
+                                           some MONOCHROME1, some JPEG 2000 lossless;
+                                           LINEAR and SIGMOID windows, several presets,
+                                           Rescale Slope/Intercept, a VOI LUT Sequence)
     OUT/dicom_test/<pid>/<pid>_<n>.dcm     test DICOM
-    OUT/CsawS/anonymized_dataset/...       8-bit images and 11 binary masks per image
+    OUT/CsawS/anonymized_dataset/...       8-bit images (what dicom2png makes with its
+                                           defaults) and 11 binary masks per image
     OUT/CsawS/test_data/...                test images; masks of annotators 1, 2 (all
                                            classes) and 3 (cancer only)
     OUT/CsawS/training_random_splits.json  patient subsets {"N": {"rep": [pid, ...]}}
