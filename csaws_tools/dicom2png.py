@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import string
 import struct
 import time
@@ -42,6 +41,7 @@ from . import voi as voi_mod
 from .atomic import remove_stale_temporaries
 from .batch import BatchResult, Task, in_shard, run_batch, settings_hash
 from .errors import CsawsError, InputError, MissingCodecError, OutputError, one_line
+from .naming import sanitise
 from .png import read_text, write_png
 
 #: File name suffixes that are dropped when naming outputs (``a.dcm`` -> ``a.png``).
@@ -177,21 +177,6 @@ def default_output_name(relative: PurePosixPath) -> PurePosixPath:
     if relative.suffix.lower() in DICOM_SUFFIXES:
         relative = relative.with_suffix("")
     return relative.with_name(relative.name + ".png")
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-def sanitise(value: str, max_len: int = 120) -> str:
-    """Make a DICOM value safe as one file-name component.
-
-    Anything but letters, digits, ``. _ + -`` becomes ``_``; a leading dot
-    becomes ``_`` (no hidden files, no ``..``); never empty.
-    """
-    text = _UNSAFE.sub("_", value.strip())[:max_len]
-    if text.startswith("."):
-        text = "_" + text[1:]
-    return text or "_"
 
 
 class NameTemplate:

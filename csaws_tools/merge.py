@@ -36,11 +36,25 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
-from .batch import BatchResult, Task, ensure_writable_dir, in_shard, run_batch, settings_hash
+from .batch import (
+    BatchResult,
+    Task,
+    ensure_writable_dir,
+    in_shard,
+    run_batch,
+    settings_hash,
+)
 from .classes import MAIN_CLASS, MASK_CLASSES, NUMBERINGS, labels_json, split_mask_stem
 from .errors import CsawsError, InputError, one_line
-from .labels import LabelScheme, parse_scheme, scheme_ids, scheme_labels_table, scheme_names, \
-    scheme_palette
+from .labels import (
+    LabelScheme,
+    parse_scheme,
+    scheme_ids,
+    scheme_labels_table,
+    scheme_names,
+    scheme_palette,
+)
+from .naming import sanitise
 from .png import png_size, read_text, write_png
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
@@ -49,7 +63,6 @@ TEXT_KEY = "csaws:settings"
 TEST_ANNOTATORS = ("1", "2", "3")
 #: annotator 3 of the test set gives cancer only (protocol section 1)
 CANCER_ONLY_ANNOTATORS = ("3",)
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass
@@ -79,10 +92,8 @@ class ImageMasks:
         return [c for c in self.expected if c not in self.masks]
 
 
-def safe_name(name: str) -> str:
-    """A file-name-safe version of an id taken from input names (no separators, no dot files)."""
-    cleaned = _SAFE.sub("_", name).lstrip(".")
-    return cleaned or "_"
+#: A file-name-safe version of an id taken from input names (no separators, no dot files).
+safe_name = sanitise
 
 
 #: ``<image>_<class>`` -> (image id, class token); case-insensitive, spaces/hyphens as ``_``.
