@@ -25,10 +25,15 @@ from csaws_tools.errors import CsawsError, DependencyError  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A LocalCluster with two worker processes on loopback, shared by this module's tests."""
+    """A LocalCluster with two worker processes on loopback, shared by this module's tests.
+
+    The in-process scheduler gives up on a just-killed worker after 5 s instead
+    of Dask's default 30 s connect timeout (loopback connects take milliseconds).
+    """
+    import dask
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    with dask.config.set({"distributed.comm.timeouts.connect": "5s"}), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None,
                       scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as c:
         yield c
