@@ -105,7 +105,7 @@ def test_stitch_places_channels_and_crops_padding():
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_torch_dataloader(patch_file, num_workers):
-    import torch
+    torch = pytest.importorskip("torch", reason="the torch Dataset adapter needs the [train] extra")
     from torch.utils.data import DataLoader
 
     ds = TorchPatchDataset(patch_file, scheme="binary", indices=range(0, 20))
