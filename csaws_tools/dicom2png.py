@@ -67,34 +67,27 @@ HEADER_COLUMNS: dict[str, tuple[str, ...]] = {
     "PhotometricInterpretation": ("PhotometricInterpretation",),
 }
 
-#: Packages that decode each compressed transfer syntax without GPL code.
-_CODEC_PACKAGES: dict[str, str] = {
-    "1.2.840.10008.1.2.4.90": "pylibjpeg pylibjpeg-openjpeg",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91": "pylibjpeg pylibjpeg-openjpeg",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K lossless
-    "1.2.840.10008.1.2.4.202": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K lossless RPCL
-    "1.2.840.10008.1.2.4.203": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K
-    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
-    "1.2.840.10008.1.2.4.57": "python-gdcm",  # JPEG lossless process 14
-    "1.2.840.10008.1.2.4.70": "python-gdcm",  # JPEG lossless process 14 SV1
-    "1.2.840.10008.1.2.4.50": "python-gdcm",  # JPEG baseline
-    "1.2.840.10008.1.2.4.51": "python-gdcm",  # JPEG extended
-}
-#: Decoding plugins tried first, for memory: each hands back the decoded frame as a
-#: writable buffer that becomes the array without a copy. pydicom's default order
+#: Compressed transfer syntaxes: the packages that decode each without GPL code, and
+#: the decoding plugin tried first, for memory (it hands back the decoded frame as a
+#: writable buffer that becomes the array without a copy). pydicom's default order
 #: tries GDCM first, whose Python binding returns the frame as a ``str`` that is
-#: re-encoded to bytes, about five transient copies of the image at peak.
-#: If the preferred plugin fails, pydicom's default order is tried as before.
-_PREFERRED_PLUGINS: dict[str, str] = {
-    "1.2.840.10008.1.2.4.90": "pylibjpeg",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91": "pylibjpeg",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201": "pylibjpeg",  # HTJ2K lossless
-    "1.2.840.10008.1.2.4.202": "pylibjpeg",  # HTJ2K lossless RPCL
-    "1.2.840.10008.1.2.4.203": "pylibjpeg",  # HTJ2K
-    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
+#: re-encoded to bytes, about five transient copies of the image at peak. If the
+#: preferred plugin fails, pydicom's default order is tried as before.
+_CODECS: dict[str, tuple[str, str | None]] = {
+    "1.2.840.10008.1.2.4.90": ("pylibjpeg pylibjpeg-openjpeg", "pylibjpeg"),  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": ("pylibjpeg pylibjpeg-openjpeg", "pylibjpeg"),  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": ("pylibjpeg pylibjpeg-openjpeg", "pylibjpeg"),  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": ("pylibjpeg pylibjpeg-openjpeg", "pylibjpeg"),  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": ("pylibjpeg pylibjpeg-openjpeg", "pylibjpeg"),  # HTJ2K
+    "1.2.840.10008.1.2.4.80": ("pyjpegls", "pyjpegls"),  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": ("pyjpegls", "pyjpegls"),  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.57": ("python-gdcm", None),  # JPEG lossless process 14
+    "1.2.840.10008.1.2.4.70": ("python-gdcm", None),  # JPEG lossless process 14 SV1
+    "1.2.840.10008.1.2.4.50": ("python-gdcm", None),  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": ("python-gdcm", None),  # JPEG extended
 }
+_CODEC_PACKAGES: dict[str, str] = {uid: packages for uid, (packages, _) in _CODECS.items()}
+_PREFERRED_PLUGINS: dict[str, str] = {uid: plugin for uid, (_, plugin) in _CODECS.items() if plugin}
 _SR_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 
