@@ -256,3 +256,29 @@ def test_load_torchvision_deeplabv3_state_dict():
     assert report.missing == ["classifier.4.bias", "classifier.4.weight"]
     with pytest.raises(InputError):
         load_pretrained(model, {"something.else": torch.zeros(3)})
+
+
+def test_gradients_reach_every_parameter_and_steps_lower_the_loss():
+    """Every parameter gets a finite, non-zero gradient, and Adam steps on a fixed batch lower the loss."""
+    from csaws_tools.train.model import build_model
+
+    torch.manual_seed(0)
+    images = torch.zeros(2, 1, 64, 64)
+    masks = torch.zeros(2, 64, 64, dtype=torch.long)
+    for k, (r, c) in enumerate(((10, 12), (30, 26))):
+        images[k, 0, r:r + 24, c:c + 24] = 1.0
+        masks[k, r:r + 24, c:c + 24] = 1
+    model = build_model(2, output_stride=16)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(10):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(images)["out"], masks)
+        loss.backward()
+        if step == 0:
+            dead = [n for n, p in model.named_parameters()
+                    if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0]
+            assert not dead, dead
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
