@@ -42,12 +42,11 @@ from .atomic import remove_stale_temporaries
 from .batch import BatchResult, Task, in_shard, run_batch, settings_hash
 from .errors import CsawsError, InputError, MissingCodecError, OutputError, one_line
 from .naming import sanitise
-from .png import read_text, write_png
+from .png import SETTINGS_KEY, read_text, write_png
 
 #: File name suffixes that are dropped when naming outputs (``a.dcm`` -> ``a.png``).
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima"})
 #: tEXt keys written into every PNG.
-SETTINGS_KEY = "csaws:settings"
 VOI_KEY = "csaws:voi"
 MANIFEST_NAME = "manifest.parquet"
 #: Bumped when the pixel pipeline changes so that reruns redo old outputs.

@@ -55,11 +55,10 @@ from .labels import (
     scheme_palette,
 )
 from .naming import sanitise
-from .png import png_size, read_text, write_png
+from .png import SETTINGS_KEY, made_with, png_size, write_png
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-TEXT_KEY = "csaws:settings"
 TEST_ANNOTATORS = ("1", "2", "3")
 #: annotator 3 of the test set gives cancer only (protocol section 1)
 CANCER_ONLY_ANNOTATORS = ("3",)
@@ -447,7 +446,7 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
         if a.get("error"):
             raise InputError(a["error"])
         out = Path(task.output)
-        if not overwrite and read_text(out).get(TEXT_KEY) == shash:
+        if not overwrite and made_with(out, shash):
             existing = _read_existing(out)
             if existing is not None:
                 row.update(_counts(existing, names))
@@ -455,7 +454,7 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
                 return row
         labels = _make_map(a, scheme_obj, numbering, strict, size, warnings)
         row["warnings"] = "; ".join(warnings) if warnings else None
-        write_png(out, labels, palette=scheme_palette(scheme_obj, numbering), text={TEXT_KEY: shash})
+        write_png(out, labels, palette=scheme_palette(scheme_obj, numbering), text={SETTINGS_KEY: shash})
     except InputError as exc:
         row.update(status="error", error=one_line(exc))
         return row

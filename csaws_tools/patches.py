@@ -276,25 +276,24 @@ def check_standard_maps(folder: str | os.PathLike) -> None:
     (cancer 0, background 11) or with a ``--labels`` scheme would be silently
     misread. Folders without a ``labels.json`` are taken to be standard.
     """
-    base = Path(folder).resolve()
-    for cand in (base, *list(base.parents)[:2]):
-        path = cand / "labels.json"
-        if not path.is_file():
-            continue
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        if not isinstance(doc, dict) or "numbering" not in doc:
-            return
-        if doc.get("numbering") != "standard":
-            raise InputError(f"{path}: the label maps use the {doc.get('numbering')!r} numbering; crops need the "
-                             "standard one (background 0, cancer 1, ...): rerun merge-masks without --numbering")
-        spec = (doc.get("scheme") or {}).get("spec", "all") if isinstance(doc.get("scheme"), dict) else "all"
-        if spec != "all":
-            raise InputError(f"{path}: the label maps were written with label scheme {spec!r}; crops store all 12 "
-                             "classes and apply a scheme on reading: rerun merge-masks without --labels")
+    from .stats import find_labels_json
+
+    path = find_labels_json(folder, max_up=2)
+    if path is None:
         return
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(doc, dict) or "numbering" not in doc:
+        return
+    if doc.get("numbering") != "standard":
+        raise InputError(f"{path}: the label maps use the {doc.get('numbering')!r} numbering; crops need the "
+                         "standard one (background 0, cancer 1, ...): rerun merge-masks without --numbering")
+    spec = (doc.get("scheme") or {}).get("spec", "all") if isinstance(doc.get("scheme"), dict) else "all"
+    if spec != "all":
+        raise InputError(f"{path}: the label maps were written with label scheme {spec!r}; crops store all 12 "
+                         "classes and apply a scheme on reading: rerun merge-masks without --labels")
 
 
 def parse_classes(classes: Iterable[str | int] | str | None) -> list[int] | None:

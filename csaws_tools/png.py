@@ -26,6 +26,8 @@ import numpy as np
 from .atomic import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: ``tEXt`` key under which outputs record the hash of the settings that made them.
+SETTINGS_KEY = "csaws:settings"
 _BLOCK_BYTES = 1 << 22  # rows are filtered and compressed about 4 MiB at a time
 
 
@@ -187,6 +189,11 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
         if im.mode == "I":
             return np.asarray(im).astype(np.uint16)
         return np.asarray(im)
+
+
+def made_with(path: str | os.PathLike, settings_hash: str) -> bool:
+    """Whether the PNG at ``path`` exists and records ``settings_hash`` (a rerun may skip it)."""
+    return read_text(path).get(SETTINGS_KEY) == settings_hash
 
 
 def png_size(path: str | os.PathLike) -> tuple[int, int]:

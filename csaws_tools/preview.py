@@ -17,9 +17,8 @@ import numpy as np
 from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
 from .classes import class_names, palette as class_palette
 from .errors import CsawsError, InputError, one_line
-from .png import read_text, write_png
+from .png import SETTINGS_KEY, made_with, write_png
 
-TEXT_KEY = "csaws:settings"
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
@@ -224,7 +223,7 @@ def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float,
     row = {"image_id": a["image_id"], "mask": a["mask"], "image": a.get("image")}
     out = Path(task.output)
     try:
-        if not overwrite and read_text(out).get(TEXT_KEY) == shash:
+        if not overwrite and made_with(out, shash):
             try:
                 row["status"] = "skipped"
                 return row, _thumb(_read_any(str(out)), thumb_size)
@@ -241,7 +240,7 @@ def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float,
                              f"{image.shape[0]}x{image.shape[1]} (rows x columns)")
         rgb = overlay(image, labels, names=names, colours=colours, alpha=alpha, max_size=max_size,
                       title=a["title"])
-        write_png(out, rgb, text={TEXT_KEY: shash})
+        write_png(out, rgb, text={SETTINGS_KEY: shash})
     except InputError as exc:
         row.update(status="error", error=one_line(exc))
         return row, None

@@ -26,10 +26,14 @@ from .errors import CsawsError, InputError, one_line
 MAP_SUFFIXES = (".png", ".tif", ".tiff")
 
 
-def find_labels_json(folder: str | os.PathLike) -> Path | None:
-    """The ``labels.json`` in ``folder`` or its nearest parent that has one."""
+def find_labels_json(folder: str | os.PathLike, max_up: int | None = None) -> Path | None:
+    """The ``labels.json`` in ``folder`` or its nearest parent that has one.
+
+    ``max_up`` limits how many parents are looked at (``None``: all of them).
+    """
     folder = Path(folder).resolve()
-    for cand in (folder, *folder.parents):
+    parents = list(folder.parents) if max_up is None else list(folder.parents)[:max_up]
+    for cand in (folder, *parents):
         if (cand / "labels.json").is_file():
             return cand / "labels.json"
     return None

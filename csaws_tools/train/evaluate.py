@@ -31,16 +31,15 @@ from .metrics import CANCER, Confusion, confusion
 def reference_cancer_id(test_maps: str | os.PathLike) -> int:
     """The id of cancer in the reference label maps: from the ``labels.json`` merge-masks wrote
     beside them (``MAPS/labels.json`` for ``MAPS/test``), else the standard id 1."""
-    from ..stats import names_from_labels_json
+    from ..stats import find_labels_json, names_from_labels_json
 
-    base = Path(test_maps).resolve()
-    for cand in (base, *list(base.parents)[:2]):
-        if (cand / "labels.json").is_file():
-            names = names_from_labels_json(cand / "labels.json")
-            if "cancer" not in names:
-                raise InputError(f"{cand / 'labels.json'}: no cancer class in the reference label maps")
-            return names.index("cancer")
-    return CANCER
+    path = find_labels_json(test_maps, max_up=2)
+    if path is None:
+        return CANCER
+    names = names_from_labels_json(path)
+    if "cancer" not in names:
+        raise InputError(f"{path}: no cancer class in the reference label maps")
+    return names.index("cancer")
 
 
 def reference_folders(test_maps: str | os.PathLike) -> dict[str, Path]:
