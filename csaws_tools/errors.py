@@ -20,6 +20,10 @@ class MissingCodecError(InputError):
     """The pixel data is compressed with a codec that no installed plugin decodes."""
 
 
+class SettingsError(CsawsError):
+    """A setting (option or argument) is invalid; the message names it."""
+
+
 class OutputError(CsawsError):
     """An output cannot be written (folder not writable, name collision)."""
 
