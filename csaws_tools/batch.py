@@ -9,13 +9,22 @@ processes one task and returns one manifest row. The runner
 * turns any exception of a worker into an ``error`` row with a one-line
   reason and one line on stderr naming the file, so one bad file never
   stops the batch (unless ``fail_fast``),
-* shows one progress bar,
+* shows progress: ``n/N``, files/s and ETA on a terminal, a plain log line
+  every 30 s otherwise (``CSAWS_PROGRESS_INTERVAL``), nothing with ``--quiet``,
+* prints at most :data:`ERROR_LINES_PER_KIND` error lines of one kind, then a
+  count (the manifest keeps every row),
 * writes the Parquet manifest atomically, every few seconds and at the end,
-  so a killed run leaves a readable manifest,
+  so a killed run leaves a readable manifest; text that is not valid UTF-8
+  (file names on Linux may be any bytes) is stored escaped, see
+  :func:`escape_text`,
+* removes the temporaries of dead writers from its output folders
+  (``output_dir``), never those of a live run,
+* ends its pool processes when the main process dies, even by SIGKILL,
 * stops promptly on Ctrl-C, keeping what was finished.
 
 Workers skip work that is already done (same output, same settings hash) and
-report it as ``status="skipped"``; see :func:`settings_hash`.
+report it as ``status="skipped"``; see :func:`settings_hash` and, to fold the
+identity of the inputs into the hash, :func:`task_hash`.
 """
 
 from __future__ import annotations
@@ -25,11 +34,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,31 +48,32 @@ import click
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path
-from .errors import CsawsError, DependencyError, OutputError, one_line
+from .atomic import atomic_path, remove_stale_temporaries
+from .errors import CsawsError, DependencyError, OutputError, OutputWriteError, one_line
+from .identity import file_identity
+from .tasks import Task, Worker, call_worker, default_workers, error_row, exit_with_parent, run_tasks
+
+__all__ = [
+    "BatchResult", "Task", "Worker", "SUCCESS_WORD", "run_batch", "run_tasks", "call_worker", "error_row",
+    "default_workers", "settings_hash", "task_hash", "parse_shard", "in_shard", "shard_manifest_path",
+    "ensure_writable_dir", "write_manifest", "read_manifest", "escape_text", "unescape_text",
+    "order_columns", "find_duplicate_outputs",
+]
 
 STATUSES = ("ok", "skipped", "error")
 #: Columns every manifest starts with, in this order.
 LEADING_COLUMNS = ("source", "output", "status", "error")
 #: Columns every manifest ends with.
 TRAILING_COLUMNS = ("settings_hash", "tool_version", "seconds")
-
-Worker = Callable[["Task"], "dict | tuple[dict, Any]"]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: usually one input file and the output it makes.
-
-    ``key`` is stable across runs and machines (for example the input's path
-    relative to its input folder); sharding and duplicate detection use it.
-    """
-
-    key: str
-    source: str
-    output: str | None = None
-    args: dict = field(default_factory=dict)
-
+#: The one word every summary uses for inputs done in this run ("8 converted, 0 skipped, 0 failed").
+SUCCESS_WORD = "converted"
+#: Error lines printed for one kind of error before the rest are only counted.
+ERROR_LINES_PER_KIND = 10
+#: Seconds between two progress lines when stderr is not a terminal.
+PROGRESS_INTERVAL = 30.0
+PROGRESS_INTERVAL_ENV = "CSAWS_PROGRESS_INTERVAL"
+#: Manifest column naming the columns of a row whose text is escaped (see :func:`escape_text`).
+ESCAPED_COLUMN = "escaped"
 
 @dataclass
 class BatchResult:
@@ -70,6 +82,8 @@ class BatchResult:
     rows: list[dict]
     manifest: Path | None
     interrupted: bool = False
+    #: Wall-clock seconds the batch took (None when not measured).
+    seconds: float | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r.get("status") == status)
@@ -85,9 +99,29 @@ class BatchResult:
             return 130
         return 1 if self.failed else 0
 
-    def summary(self, verb: str = "converted") -> str:
-        """The closing line, e.g. ``"12 converted, 3 skipped, 1 failed"``."""
-        return f"{self.count('ok')} {verb}, {self.count('skipped')} skipped, {self.failed} failed"
+    def summary(self, verb: str | None = None, *, timing: bool = False) -> str:
+        """The closing line, e.g. ``"12 converted, 3 skipped, 1 failed"``.
+
+        ``verb`` defaults to :data:`SUCCESS_WORD`, the word every command's
+        summary uses. ``timing`` adds the elapsed time and throughput:
+        ``"8 converted, 0 skipped, 0 failed in 4.0 s, 2.0 files/s"``.
+        """
+        text = f"{self.count('ok')} {verb or SUCCESS_WORD}, {self.count('skipped')} skipped, {self.failed} failed"
+        if timing and self.seconds is not None:
+            rate = len(self.rows) / self.seconds if self.seconds > 0 else 0.0
+            text += f" in {format_seconds(self.seconds)}, {rate:.1f} files/s"
+        return text
+
+
+def format_seconds(seconds: float) -> str:
+    """``4.0 s``, ``2 min 05 s``, ``3 h 02 min``: a duration for people."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def settings_hash(settings: dict) -> str:
@@ -97,7 +131,22 @@ def settings_hash(settings: dict) -> str:
     Outputs record it; a rerun skips an output whose recorded hash matches.
     """
     text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def task_hash(settings: dict, *inputs: str | os.PathLike, content: bool | None = None) -> str:
+    """The settings hash of one output, covering the identity of the inputs it is made from.
+
+    ``settings_hash`` of ``settings`` plus, for each input path, its
+    :func:`~csaws_tools.identity.file_identity` (size and mtime_ns; also its
+    SHA-256 when ``content`` is true, or when ``CSAWS_HASH_INPUTS=1`` /
+    ``--hash-inputs`` and ``content`` is None). An edited input changes the
+    hash, so a rerun redoes the output instead of skipping it::
+
+        digest = task_hash(settings, task.source)          # in a stage's worker
+        if not overwrite and png.made_with(out, digest): ... skip ...
+    """
+    return settings_hash({"settings": settings, "inputs": [file_identity(p, content) for p in inputs]})
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -122,7 +171,7 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     i, n = shard
-    return zlib.crc32(key.encode("utf-8")) % n == i - 1
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % n == i - 1
 
 
 def shard_manifest_path(manifest: Path, shard: tuple[int, int] | None) -> Path:
@@ -146,46 +195,6 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def default_workers() -> int:
-    """All cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def error_row(task: Task, message: str, seconds: float = 0.0) -> dict:
-    """The manifest row of a task that failed."""
-    return {
-        "source": task.source,
-        "output": task.output,
-        "status": "error",
-        "error": message,
-        "seconds": seconds,
-    }
-
-
-def call_worker(worker: Worker, task: Task) -> tuple[dict, Any]:
-    """Run ``worker`` on ``task``; any exception becomes an ``error`` row."""
-    start = time.perf_counter()
-    try:
-        result = worker(task)
-    except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
-        return error_row(task, one_line(exc), time.perf_counter() - start), None
-    row, payload = result if isinstance(result, tuple) else (result, None)
-    row.setdefault("source", task.source)
-    row.setdefault("output", task.output)
-    row.setdefault("status", "ok")
-    row.setdefault("error", None)
-    row.setdefault("seconds", time.perf_counter() - start)
-    return row, payload
-
-
-def run_tasks(worker: Worker, tasks: Sequence[Task]) -> list[tuple[dict, Any]]:
-    """Run a batch of tasks one after another (one process or cluster task)."""
-    return [call_worker(worker, t) for t in tasks]
-
-
 def _batches(tasks: Sequence[Task], size: int) -> list[list[Task]]:
     return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
 
@@ -195,9 +204,15 @@ def _mp_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def _pool(n_procs: int) -> cf.ProcessPoolExecutor:
+    """A process pool whose processes exit when this process dies (see :func:`~csaws_tools.tasks.exit_with_parent`)."""
+    return cf.ProcessPoolExecutor(max_workers=n_procs, mp_context=_mp_context(),
+                                  initializer=exit_with_parent, initargs=(os.getpid(),))
+
+
 def _run_isolated(worker: Worker, batch: list[Task]) -> list[tuple[dict, Any]]:
     """Run one batch in a fresh single-process pool; a dead process fails the batch."""
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as pool:
+    with _pool(1) as pool:
         try:
             return pool.submit(run_tasks, worker, batch).result()
         except cf.process.BrokenProcessPool:
@@ -219,7 +234,7 @@ def _execute_local(
     queue = _batches(tasks, batch_size)
     queue.reverse()
     n_procs = min(workers, len(queue))
-    pool = cf.ProcessPoolExecutor(max_workers=n_procs, mp_context=_mp_context())
+    pool = _pool(n_procs)
     pending: dict[cf.Future, list[Task]] = {}
     try:
         while queue or pending:
@@ -243,7 +258,7 @@ def _execute_local(
                 pool.shutdown(wait=False, cancel_futures=True)
                 for b in suspects:
                     yield _run_isolated(worker, b)
-                pool = cf.ProcessPoolExecutor(max_workers=n_procs, mp_context=_mp_context())
+                pool = _pool(n_procs)
     finally:
         for fut in pending:
             fut.cancel()
@@ -301,34 +316,167 @@ def _typed_column(column):
     return column.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
 
 
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def needs_escape(text: str) -> bool:
+    """Whether ``text`` holds lone surrogates (a file name that is not valid UTF-8, via ``os.fsdecode``)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def escape_text(text: str) -> str:
+    """Valid UTF-8 text standing for ``text`` losslessly; :func:`unescape_text` reverses it.
+
+    A file name that is not valid UTF-8 (Linux allows any bytes) reaches
+    Python as a string with surrogate escapes (``os.fsdecode``), which
+    Parquet cannot store. Each undecodable byte ``0xNN`` becomes ``\\xNN``,
+    any other lone surrogate ``\\uNNNN``, and a backslash ``\\\\``:
+    ``b"bad\\xff.dcm"`` is stored as the text ``bad\\xff.dcm``. Manifests
+    escape only the cells that need it and list their columns in the row's
+    ``escaped`` column, so every other cell is stored as it is.
+    """
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unescape_text(text: str) -> str:
+    """The inverse of :func:`escape_text`: ``os.fsencode(unescape_text(s))`` gives the original bytes."""
+
+    def back(m: re.Match) -> str:
+        code = m.group(1)
+        if code == "\\":
+            return "\\"
+        if code[0] == "x":
+            return chr(0xDC00 + int(code[1:], 16))
+        return chr(int(code[1:], 16))
+
+    return _ESCAPE.sub(back, text)
+
+
+def escape_rows(rows: list[dict]) -> list[dict]:
+    """Rows ready for Parquet: text cells that are not valid UTF-8 escaped, listed in ``escaped``."""
+    out = []
+    for row in rows:
+        bad = [k for k, v in row.items() if isinstance(v, str) and k != ESCAPED_COLUMN and needs_escape(v)]
+        if bad:
+            row = dict(row)
+            for k in bad:
+                row[k] = escape_text(row[k])
+            row[ESCAPED_COLUMN] = ",".join(bad)
+        out.append(row)
+    return out
+
+
+def escape_frame(frame):
+    """:func:`escape_rows` for a DataFrame (returns a copy when anything needed escaping)."""
+    flagged: dict = {}
+    for col in frame.columns:
+        if col == ESCAPED_COLUMN or frame[col].dtype != object:
+            continue
+        for idx, value in frame[col].items():
+            if isinstance(value, str) and needs_escape(value):
+                flagged.setdefault(idx, []).append(col)
+    if not flagged:
+        return frame
+    frame = frame.copy()
+    for idx, cols in flagged.items():
+        for col in cols:
+            frame.at[idx, col] = escape_text(frame.at[idx, col])
+    frame[ESCAPED_COLUMN] = [",".join(flagged[i]) if i in flagged else None for i in frame.index]
+    return frame
+
+
+def unescape_frame(frame):
+    """Undo :func:`escape_rows` on a manifest DataFrame (in place; returns it)."""
+    if ESCAPED_COLUMN not in frame:
+        return frame
+    for idx, cols in frame[ESCAPED_COLUMN].items():
+        if not isinstance(cols, str) or not cols:
+            continue
+        for col in cols.split(","):
+            if col in frame and isinstance(frame.at[idx, col], str):
+                frame.at[idx, col] = unescape_text(frame.at[idx, col])
+    return frame.drop(columns=[ESCAPED_COLUMN])
+
+
 def write_manifest(path: str | os.PathLike, rows: list[dict], metadata: dict | None = None) -> Path:
-    """Write manifest rows to Parquet atomically; ``metadata`` goes in the file's key-value metadata."""
+    """Write manifest rows to Parquet atomically; ``metadata`` goes in the file's key-value metadata.
+
+    Text that is not valid UTF-8 is stored escaped (:func:`escape_text`);
+    :func:`read_manifest` gives it back unchanged. A failure to write (disk
+    full, read-only folder) is an :class:`~csaws_tools.errors.OutputWriteError`
+    naming ``path``.
+    """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
+    rows = escape_rows(rows)
     columns = order_columns(rows) if rows else list(LEADING_COLUMNS) + list(TRAILING_COLUMNS)
     frame = pd.DataFrame(rows, columns=columns, dtype=object)
     for col in frame.columns:
         frame[col] = _typed_column(frame[col])
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[b"csaws_tools"] = json.dumps(metadata or {}, default=str, sort_keys=True).encode()
+    meta[b"csaws_tools"] = json.dumps(escape_metadata(metadata or {}), default=str, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
 
 
-def read_manifest(path: str | os.PathLike):
-    """Read a manifest into a DataFrame; its run metadata is in ``frame.attrs['csaws_tools']``."""
+def escape_metadata(value: Any) -> Any:
+    """Run metadata with every string that is not valid UTF-8 escaped (settings may hold paths)."""
+    if isinstance(value, str):
+        return escape_text(value) if needs_escape(value) else value
+    if isinstance(value, dict):
+        return {k: escape_metadata(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_metadata(v) for v in value]
+    return value
+
+
+def read_manifest(path: str | os.PathLike, *, raw: bool = False):
+    """Read a manifest into a DataFrame; its run metadata is in ``frame.attrs['csaws_tools']``.
+
+    Escaped cells (file names that are not valid UTF-8) come back as the
+    original ``os.fsdecode`` strings, unless ``raw`` is true. A file that is
+    not a readable Parquet manifest is an :class:`~csaws_tools.errors.InputError`
+    naming it.
+    """
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    frame = table.to_pandas()
-    raw = (table.schema.metadata or {}).get(b"csaws_tools")
-    frame.attrs["csaws_tools"] = json.loads(raw) if raw else {}
+    from .errors import InputError
+
+    try:
+        table = pq.read_table(path)
+        frame = table.to_pandas()
+    except (OSError, ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"{path}: not a readable Parquet manifest ({one_line(exc)})") from None
+    if not raw:
+        frame = unescape_frame(frame)
+    meta = (table.schema.metadata or {}).get(b"csaws_tools")
+    try:
+        frame.attrs["csaws_tools"] = json.loads(meta) if meta else {}
+    except ValueError:
+        raise InputError(f"{path}: the manifest's csaws_tools metadata is not valid JSON") from None
     return frame
 
 
@@ -351,6 +499,104 @@ def find_duplicate_outputs(tasks: Sequence[Task]) -> tuple[list[Task], list[dict
     return keep, errors
 
 
+class Progress:
+    """Progress of a batch on stderr.
+
+    On a terminal: one line redrawn in place, ``label: n/N  p%  r files/s  ETA t``.
+    Otherwise (a log file, a cluster job): a plain line every ``interval``
+    seconds (default 30, ``CSAWS_PROGRESS_INTERVAL``) from a background
+    thread, so a log shows life even while a slow file is processed, and one
+    line at the end.
+    """
+
+    def __init__(self, total: int, label: str, *, stream=None, interval: float | None = None) -> None:
+        self.total = total
+        self.label = label
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        if interval is None:
+            interval = _progress_interval()
+        self.interval = 0.5 if self.tty else interval
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._last_draw = 0.0
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.total:
+            self._thread = threading.Thread(target=self._tick, daemon=True, name="csaws-progress")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.total:
+            self._emit(final=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.tty and time.monotonic() - self._last_draw >= 0.1:
+            self._emit()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._emit()
+
+    def line(self, final: bool = False) -> str:
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        pct = 100 * self.done // self.total if self.total else 100
+        text = f"{self.label}: {self.done}/{self.total} ({pct}%), {rate:.1f} files/s"
+        if final:
+            return text + f", {format_seconds(elapsed)} elapsed"
+        if self.done and self.done < self.total:
+            text += f", ETA {format_seconds((self.total - self.done) / rate)}"
+        return text + f", {format_seconds(elapsed)} elapsed"
+
+    def _emit(self, final: bool = False) -> None:
+        with self._lock:
+            self._last_draw = time.monotonic()
+            try:
+                if self.tty:
+                    self.stream.write("\r\x1b[K" + self.line(final) + ("\n" if final else ""))
+                else:
+                    self.stream.write(self.line(final) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: progress is not worth failing for
+                pass
+
+
+def _progress_interval() -> float:
+    text = os.environ.get(PROGRESS_INTERVAL_ENV, "")
+    try:
+        value = float(text) if text else PROGRESS_INTERVAL
+    except ValueError:
+        value = PROGRESS_INTERVAL
+    return value if value > 0 else PROGRESS_INTERVAL
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def error_kind(row: dict) -> str:
+    """What makes two error messages "the same kind": the message without the file's name and numbers."""
+    message = str(row.get("error") or "")
+    for name in (row.get("source"), row.get("output")):
+        if isinstance(name, str) and name:
+            message = message.replace(name, "")
+            message = message.replace(os.path.basename(name), "")
+    return _DIGITS.sub("#", message).strip(" :")
+
+
+def _echo_err(text: str) -> None:
+    """One line on stderr; a name that is not valid UTF-8 is shown with backslash escapes."""
+    click.echo(escape_text(text) if needs_escape(text) else text, err=True)
+
+
 def run_batch(
     tasks: Iterable[Task],
     worker: Worker,
@@ -367,6 +613,7 @@ def run_batch(
     on_result: Callable[[dict, Any], None] | None = None,
     extra_rows: Sequence[dict] = (),
     flush_seconds: float = 2.0,
+    output_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> BatchResult:
     """Run ``worker`` over ``tasks`` and write the manifest.
 
@@ -375,7 +622,16 @@ def run_batch(
     workers that return ``(row, payload)`` (a single writer for shared
     outputs such as HDF5). ``extra_rows`` are rows decided before running
     (inputs skipped as not relevant, planning errors); they count like others.
+    ``output_dir`` (one folder or several): temporaries left there by dead
+    writers (killed runs) are removed first; a live run's are kept (see
+    :func:`csaws_tools.atomic.remove_stale_temporaries`). ``progress=False``
+    (``--quiet``) prints no progress; error lines and the summary stay.
+
+    A manifest that cannot be written (disk full, read-only folder) is an
+    :class:`~csaws_tools.errors.OutputWriteError` naming it: raised at once
+    when the first write fails, otherwise after the batch has run.
     """
+    started = time.monotonic()
     settings = dict(settings or {})
     shash = settings_hash(settings)
     tasks = [t for t in tasks if in_shard(t.key, shard)]
@@ -383,29 +639,44 @@ def run_batch(
     workers = workers or default_workers()
     manifest_path = shard_manifest_path(Path(manifest), shard) if manifest is not None else None
     meta = {"settings": settings, "settings_hash": shash, "tool_version": __version__, "shard": shard}
+    if output_dir is not None:
+        folders = [output_dir] if isinstance(output_dir, (str, os.PathLike)) else list(output_dir)
+        for folder in folders:
+            remove_stale_temporaries(folder)
 
     rows: list[dict] = []
     last_flush = time.monotonic()
     interrupted = False
     stop = False
+    kinds: dict[str, list] = {}  # error kind -> [count, first message]
 
     def finish_row(row: dict) -> None:
         row["settings_hash"] = shash
         row["tool_version"] = __version__
         rows.append(row)
         if row["status"] == "error":
-            click.echo(f"error: {row.get('source')}: {row.get('error')}", err=True)
+            kind = kinds.setdefault(error_kind(row), [0, f"{row.get('source')}: {row.get('error')}"])
+            kind[0] += 1
+            if kind[0] <= ERROR_LINES_PER_KIND:
+                _echo_err(f"error: {row.get('source')}: {row.get('error')}")
 
     write_cost = 0.0  # seconds the last manifest write took
+    write_error: OutputError | None = None
 
     def flush(force: bool = False) -> None:
-        nonlocal last_flush, write_cost
+        nonlocal last_flush, write_cost, write_error
         # Every flush rewrites the whole manifest: on very large runs wait at least
         # ten times as long as a write takes, so writing stays under ~10% of the time.
         due = time.monotonic() - last_flush >= max(flush_seconds, 10 * write_cost)
         if manifest_path is not None and (force or due):
             start = time.monotonic()
-            write_manifest(manifest_path, rows, meta)
+            try:
+                write_manifest(manifest_path, rows, meta)
+                write_error = None
+            except OSError as exc:
+                if not isinstance(exc, OutputError):
+                    exc = OutputWriteError.from_oserror(manifest_path, exc)
+                write_error = exc
             last_flush = time.monotonic()
             write_cost = last_flush - start
 
@@ -414,9 +685,10 @@ def run_batch(
     if fail_fast and any(r["status"] == "error" for r in rows):
         stop = True
     flush(force=True)  # a run killed at any moment leaves a readable manifest
+    if write_error is not None:  # nothing can be recorded: stop before doing any work
+        raise write_error
 
-    show = progress and sys.stderr.isatty()
-    bar = click.progressbar(length=len(tasks), label=label, file=sys.stderr) if show else None
+    bar = Progress(len(tasks), label) if progress else None
     try:
         if bar is not None:
             bar.__enter__()
@@ -442,5 +714,13 @@ def run_batch(
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+        for count, first in kinds.values():
+            if count > ERROR_LINES_PER_KIND:
+                more = count - ERROR_LINES_PER_KIND
+                where = f" (all in {manifest_path})" if manifest_path is not None else ""
+                _echo_err(f"error: ... and {more} more like this{where}; the first was: {first}")
         flush(force=True)
-    return BatchResult(rows=rows, manifest=manifest_path, interrupted=interrupted)
+    if write_error is not None:
+        raise write_error
+    return BatchResult(rows=rows, manifest=manifest_path, interrupted=interrupted,
+                       seconds=time.monotonic() - started)

@@ -38,3 +38,27 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, CsawsError):
         return text
     return f"{type(exc).__name__}: {text}"
+
+
+class OutputWriteError(OutputError, OSError):
+    """An output file could not be written (disk full, read-only folder, no permission).
+
+    Also an :class:`OSError`, so code that handles ``OSError`` around a write keeps working;
+    its message is one line naming the output file.
+    """
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        OSError.__init__(self, message)
+        self.message = message
+        self.errno = errno_
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.message, self.errno))
+
+    @classmethod
+    def from_oserror(cls, path: object, exc: OSError) -> OutputWriteError:
+        reason = exc.strerror or str(exc)
+        return cls(f"{path}: cannot write the output ({reason})", exc.errno)

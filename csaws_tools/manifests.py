@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_path
-from .batch import LEADING_COLUMNS, TRAILING_COLUMNS, read_manifest
+from .batch import LEADING_COLUMNS, TRAILING_COLUMNS, escape_frame, escape_metadata, read_manifest
 from .errors import CsawsError, InputError
 
 SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<i>\d+)-of-(?P<n>\d+)(?P<suffix>\.parquet)$")
@@ -129,6 +129,8 @@ def merge_manifests(
     for p in paths:
         try:
             frame = read_manifest(p)
+        except InputError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets one clear line
             raise InputError(f"{p}: not a readable Parquet manifest ({type(exc).__name__}: {exc})") from None
         meta = frame.attrs.get("csaws_tools", {})
@@ -257,9 +259,9 @@ def _write(path: Path, frame, meta: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_pandas(escape_frame(frame), preserve_index=False)
     schema_meta = dict(table.schema.metadata or {})
-    schema_meta[b"csaws_tools"] = json.dumps(meta, default=str, sort_keys=True).encode()
+    schema_meta[b"csaws_tools"] = json.dumps(escape_metadata(meta), default=str, sort_keys=True).encode()
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(schema_meta), tmp)
 

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import __version__
-from .batch import Task, Worker, default_workers, error_row, run_tasks
+from .tasks import Task, Worker, default_workers, error_row, run_tasks
 from .errors import CsawsError, DependencyError, one_line
 
 #: Largest default number of inputs per cluster task.

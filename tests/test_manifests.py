@@ -114,12 +114,12 @@ def test_cli_merge_and_show(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["manifest", "merge", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "merged 2 manifests: 30 rows (29 ok, 0 skipped, 1 error)" in result.output
+    assert "merged 2 manifests: 30 rows (29 converted, 0 skipped, 1 failed)" in result.output
     assert (tmp_path / "manifest.parquet").is_file()
 
     shown = runner.invoke(main, ["manifest", "show", str(tmp_path)])
     assert shown.exit_code == 0, shown.output
-    assert "30 rows: 29 ok, 0 skipped, 1 failed" in shown.output
+    assert "30 rows: 29 converted, 0 skipped, 1 failed" in shown.output
     assert "merged from 2 shards" in shown.output
     assert "1  this input is broken" in shown.output
     assert "level = 3" in shown.output

@@ -1,3 +1,4 @@
+import os
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,13 +81,20 @@ def test_write_png_memory_stays_within_a_block(tmp_path, dtype):
 
 
 def test_stale_temporaries_are_removed_but_nothing_else(tmp_path):
+    import subprocess
+    import sys
+
     from csaws_tools.atomic import remove_stale_temporaries, temporary_path
 
-    stale = temporary_path(tmp_path / "sub" / "a.png")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = temporary_path(tmp_path / "sub" / "a.png")  # this process is alive: its temporary stays
+    stale = mine.with_name(mine.name.replace(f".{os.getpid()}-", f".{dead.pid}-"))
     stale.parent.mkdir()
     stale.write_bytes(b"half a png")
-    keep = [tmp_path / ".notes.tmp", tmp_path / "sub" / ".cache.tmp", tmp_path / "a.png"]
-    for p in keep:
+    mine.write_bytes(b"being written")
+    keep = [tmp_path / ".notes.tmp", tmp_path / "sub" / ".cache.tmp", tmp_path / "a.png", mine]
+    for p in keep[:3]:
         p.write_bytes(b"a user's file")
     assert remove_stale_temporaries(tmp_path) == 1
     assert not stale.exists() and all(p.exists() for p in keep)

@@ -256,7 +256,7 @@ def test_dicom2png_cluster_and_shards_equal_local(dicoms, tmp_path, address):
         assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["manifest", "merge", str(sharded)])
     assert res.exit_code == 0, res.output
-    assert "merged 3 manifests: 25 rows (24 ok, 1 skipped, 0 error)" in res.output
+    assert "merged 3 manifests: 25 rows (24 converted, 1 skipped, 0 failed)" in res.output
 
     expected = tree(local)
     assert len(expected) == 24 and not any(k.startswith(".") for k in expected)

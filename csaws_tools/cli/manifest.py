@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..batch import SUCCESS_WORD
 from ._common import handle_errors
 
 
@@ -46,7 +47,8 @@ def merge(sources: tuple[Path, ...], out: Path | None, allow_missing: bool) -> N
         click.echo(f"warning: {w.message}", err=True)
     meta = frame.attrs["csaws_tools"]
     status = frame["status"].value_counts() if "status" in frame else {}
-    counts = ", ".join(f"{int(status.get(s, 0))} {s}" for s in ("ok", "skipped", "error"))
+    counts = (f"{int(status.get('ok', 0))} {SUCCESS_WORD}, {int(status.get('skipped', 0))} skipped, "
+              f"{int(status.get('error', 0))} failed")
     click.echo(f"merged {len(meta['merged_from'])} manifests: {len(frame)} rows ({counts})")
     click.echo(f"manifest: {frame.attrs['path']}")
 
@@ -74,7 +76,8 @@ def show(path: Path, top_errors: int) -> None:
             raise InputError(f"{path.parent}: no manifest.parquet in this folder")
     info = summarize_manifest(path, top_errors=top_errors)
     s = info["status"]
-    click.echo(f"{info['path']}: {info['rows']} rows: {s['ok']} ok, {s['skipped']} skipped, {s['error']} failed")
+    click.echo(f"{info['path']}: {info['rows']} rows: {s['ok']} {SUCCESS_WORD}, {s['skipped']} skipped, "
+               f"{s['error']} failed")
     if info["shard"]:
         click.echo(f"shard {info['shard'][0]} of {info['shard'][1]}")
     elif info["shards"]:
