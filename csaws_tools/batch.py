@@ -406,10 +406,11 @@ def unescape_frame(frame):
     """Undo :func:`escape_rows` on a manifest DataFrame (in place; returns it)."""
     if ESCAPED_COLUMN not in frame:
         return frame
-    for idx, cols in frame[ESCAPED_COLUMN].items():
-        if not isinstance(cols, str) or not cols:
-            continue
-        for col in cols.split(","):
+    flagged = {idx: cols.split(",") for idx, cols in frame[ESCAPED_COLUMN].items() if isinstance(cols, str) and cols}
+    for col in {c for cols in flagged.values() for c in cols if c in frame}:
+        frame[col] = frame[col].astype(object)  # pandas' Arrow-backed strings cannot hold surrogates
+    for idx, cols in flagged.items():
+        for col in cols:
             if col in frame and isinstance(frame.at[idx, col], str):
                 frame.at[idx, col] = unescape_text(frame.at[idx, col])
     return frame.drop(columns=[ESCAPED_COLUMN])
@@ -594,7 +595,10 @@ def error_kind(row: dict) -> str:
 
 def _echo_err(text: str) -> None:
     """One line on stderr; a name that is not valid UTF-8 is shown with backslash escapes."""
-    click.echo(escape_text(text) if needs_escape(text) else text, err=True)
+    if needs_escape(text):
+        text = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                       else (f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c) for c in text)
+    click.echo(text, err=True)
 
 
 def run_batch(
