@@ -128,7 +128,7 @@ def process_start_time(pid: int) -> float | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with id ``pid`` exists on this machine."""
+    """Whether a running process with id ``pid`` exists on this machine (a zombie is not running)."""
     if pid <= 0:
         return False
     try:
@@ -136,10 +136,15 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
+        pass  # exists, owned by someone else
     except OSError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): it exists
+    return state not in (b"Z", b"X")  # killed, waiting to be reaped: it writes nothing more
 
 
 def writer_is_dead(tmp: str | os.PathLike, now: float | None = None) -> bool:

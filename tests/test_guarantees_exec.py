@@ -162,6 +162,21 @@ def test_live_writers_temporaries_survive_and_dead_ones_go(tmp_path):
         live.wait()
 
 
+def test_a_killed_writer_not_yet_reaped_counts_as_dead(tmp_path):
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        zombie.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(zombie.pid):
+            time.sleep(0.02)
+        os.kill(zombie.pid, 0)  # still exists (a zombie: nobody has waited for it)
+        leftover = _renamed(temporary_path(tmp_path / "a.png"), zombie.pid)
+        leftover.write_bytes(b"")
+        assert remove_stale_temporaries(tmp_path) == 1
+    finally:
+        zombie.wait()
+
+
 def test_other_hosts_temporaries_are_kept_until_a_day_old(tmp_path):
     mine = temporary_path(tmp_path / "a.png")
     foreign_name = mine.name.replace(f"-{atomic.host_tag()}.", "-ffff." if atomic.host_tag() != "ffff" else "-0000.")
