@@ -468,23 +468,28 @@ def test_progress_without_a_terminal_is_periodic_log_lines_with_n_of_total(tmp_p
         from csaws_tools.batch import Task, run_batch
         from test_guarantees_exec import slow_worker
         run_batch([Task(key=str(i), source=str(i)) for i in range(12)], slow_worker, manifest=None,
-                  workers=1, label="dicom2png", progress=sys.argv[1] == "on")
+                  workers=1, label="dicom2png")
     """)
     log = tmp_path / "job.log"
-    for mode in ("on", "off"):
-        with open(log, "wb") as fh:
-            subprocess.run([sys.executable, "-c", script, mode], env=_env(CSAWS_PROGRESS_INTERVAL="0.4"),
-                           stderr=fh, check=True, timeout=60)
-        lines = log.read_text().splitlines()
-        if mode == "off":
-            assert lines == []  # --quiet: nothing at all
-            continue
-        assert 3 <= len(lines) <= 8, lines  # every 0.4 s over ~1.8 s, plus the last
-        assert all(line.startswith("dicom2png: ") and "files/s" in line for line in lines)
-        assert "ETA" in lines[0] and "/12 (" in lines[0]
-        assert lines[-1].startswith("dicom2png: 12/12 (100%)") and "elapsed" in lines[-1]
-        counts = [int(line.split(": ")[1].split("/")[0]) for line in lines]
-        assert counts == sorted(counts) and counts[0] < 12
+    with open(log, "wb") as fh:  # as in a cluster job: stderr is a file
+        subprocess.run([sys.executable, "-c", script], env=_env(CSAWS_PROGRESS_INTERVAL="0.4"),
+                       stderr=fh, check=True, timeout=60)
+    lines = log.read_text().splitlines()
+    assert 3 <= len(lines) <= 8, lines  # every 0.4 s over ~1.8 s, plus the last
+    assert all(line.startswith("dicom2png: ") and "files/s" in line for line in lines)
+    assert "ETA" in lines[0] and "/12 (" in lines[0]
+    assert lines[-1].startswith("dicom2png: 12/12 (100%)") and "elapsed" in lines[-1]
+    counts = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert counts == sorted(counts) and counts[0] < 12
+
+
+def test_quiet_prints_no_progress(capfd, monkeypatch):
+    monkeypatch.setenv("CSAWS_PROGRESS_INTERVAL", "0.05")
+    run_batch([Task(key=str(i), source=str(i)) for i in range(3)], slow_worker, manifest=None, workers=1,
+              progress=False)
+    assert capfd.readouterr().err == ""
+    run_batch([Task(key=str(i), source=str(i)) for i in range(3)], slow_worker, manifest=None, workers=1)
+    assert "working: 3/3 (100%)" in capfd.readouterr().err
 
 
 def test_progress_on_a_terminal_redraws_one_line_with_rate_and_eta():
@@ -542,3 +547,30 @@ def test_a_flood_of_identical_errors_is_counted_after_ten_lines(tmp_path, capsys
     assert "in/bad0.dcm" in more[0]
     frame = read_manifest(tmp_path / "m.parquet")
     assert (frame["status"] == "error").sum() == 69 and result.failed == 69
+
+
+def test_stage_commands_log_periodic_progress_when_stderr_is_a_file(sample_root, tmp_path, monkeypatch):
+    import re
+
+    from csaws_tools.cli import main
+
+    monkeypatch.setenv("CSAWS_PROGRESS_INTERVAL", "0.05")
+    line = re.compile(r"^[\w-]+[\w -]*: (\d+)/(\d+) \(\d+%\), [\d.]+ files/s")
+    runs = {
+        "dicom2png": ["dicom2png", str(sample_root / "dicom"), "-o", str(tmp_path / "png")],
+        "merge-masks": ["merge-masks", str(sample_root / "CsawS"), "-o", str(tmp_path / "maps")],
+        "patches": ["patches", "--images", str(sample_root / "CsawS" / "anonymized_dataset"),
+                    "--masks", str(tmp_path / "maps" / "trainval"), "-o", str(tmp_path / "p.h5"),
+                    "--size", "64", "--per-class", "1"],
+    }
+    for name, args in runs.items():
+        res = CliRunner().invoke(main, [*args, "-j", "1"])  # stderr captured: not a terminal
+        assert res.exit_code == 0, (name, res.output)
+        counts = [(int(m[1]), int(m[2])) for m in map(line.match, res.stderr.splitlines()) if m]
+        assert len(counts) >= 2, (name, res.stderr)  # periodic lines, then the last one
+        total = counts[-1][1]
+        assert counts[-1] == (total, total) and total > 1, (name, res.stderr)
+        assert [n for n, _ in counts] == sorted(n for n, _ in counts)
+        assert " converted, " in res.stdout
+        if name != "patches":  # patches builds its own result from run_batch's (no elapsed time yet)
+            assert " files/s" in res.stdout
