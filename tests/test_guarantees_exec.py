@@ -435,17 +435,23 @@ def test_batch_options_set_max_pixels_hash_inputs_and_quiet(tmp_path, monkeypatc
     seen = {}
 
     def spy(out, no_progress):
-        from csaws_tools.limits import max_pixels
+        from csaws_tools.limits import check_pixels, max_pixels
 
         seen.update(max_pixels=max_pixels(), hash=os.environ.get("CSAWS_HASH_INPUTS"), quiet=no_progress)
+        try:
+            check_pixels((40, 40), "bomb.png")  # what every reader calls before decoding
+            seen["refused"] = None
+        except InputError as exc:
+            seen["refused"] = str(exc)
 
     cmd = _batch_cli(spy)
     res = CliRunner().invoke(cmd, ["-o", str(tmp_path), "--max-pixels", "1000", "--hash-inputs", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert seen == {"max_pixels": 1000, "hash": "1", "quiet": True}
+    assert seen == {"max_pixels": 1000, "hash": "1", "quiet": True, "refused":
+                    "bomb.png: header claims 40 x 40 = 1600 pixels, more than the limit of 1000 (--max-pixels)"}
     assert "CSAWS_MAX_PIXELS" not in os.environ and "CSAWS_HASH_INPUTS" not in os.environ  # restored
     res = CliRunner().invoke(cmd, ["-o", str(tmp_path), "--no-progress"])
-    assert seen == {"max_pixels": 2**28, "hash": None, "quiet": True}
+    assert seen == {"max_pixels": 2**28, "hash": None, "quiet": True, "refused": None}
     res = CliRunner().invoke(cmd, ["-o", str(tmp_path)])
     assert seen["quiet"] is False
     help_text = CliRunner().invoke(cmd, ["--help"]).output
@@ -574,3 +580,26 @@ def test_stage_commands_log_periodic_progress_when_stderr_is_a_file(sample_root,
         assert " converted, " in res.stdout
         if name != "patches":  # patches builds its own result from run_batch's (no elapsed time yet)
             assert " files/s" in res.stdout
+
+
+def writing_worker(task: Task) -> dict:
+    write_bytes_atomic(task.output, b"png bytes")
+    return {}
+
+
+def test_disk_full_for_one_output_is_a_failed_row_naming_it(tmp_path, monkeypatch, capsys):
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("b.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    tasks = [Task(key=k, source=k, output=str(tmp_path / f"{k}.png")) for k in "abc"]
+    result = run_batch(tasks, writing_worker, manifest=tmp_path / "m.parquet", workers=1, progress=False)
+    assert result.exit_code == 1 and result.summary() == "2 converted, 0 skipped, 1 failed"
+    row = next(r for r in result.rows if r["source"] == "b")
+    assert row["error"] == f"{tmp_path / 'b.png'}: cannot write the output (No space left on device)"
+    assert f"error: b: {tmp_path / 'b.png'}: cannot write the output" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "c.png", "m.parquet"]
