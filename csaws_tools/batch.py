@@ -51,13 +51,38 @@ from . import __version__
 from .atomic import atomic_path, remove_stale_temporaries
 from .errors import CsawsError, DependencyError, OutputError, OutputWriteError, one_line
 from .identity import file_identity
-from .tasks import Task, Worker, call_worker, default_workers, error_row, exit_with_parent, run_tasks
+from .tasks import (
+    Task,
+    Worker,
+    call_worker,
+    default_workers,
+    error_row,
+    exit_with_parent,
+    run_tasks,
+)
 
 __all__ = [
-    "BatchResult", "Task", "Worker", "SUCCESS_WORD", "run_batch", "run_tasks", "call_worker", "error_row",
-    "default_workers", "settings_hash", "task_hash", "parse_shard", "in_shard", "shard_manifest_path",
-    "ensure_writable_dir", "write_manifest", "read_manifest", "escape_text", "unescape_text",
-    "order_columns", "find_duplicate_outputs",
+    "SUCCESS_WORD",
+    "BatchResult",
+    "Task",
+    "Worker",
+    "call_worker",
+    "default_workers",
+    "ensure_writable_dir",
+    "error_row",
+    "escape_text",
+    "find_duplicate_outputs",
+    "in_shard",
+    "order_columns",
+    "parse_shard",
+    "read_manifest",
+    "run_batch",
+    "run_tasks",
+    "settings_hash",
+    "shard_manifest_path",
+    "task_hash",
+    "unescape_text",
+    "write_manifest",
 ]
 
 STATUSES = ("ok", "skipped", "error")

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_path
-from .batch import LEADING_COLUMNS, TRAILING_COLUMNS, escape_frame, escape_metadata, read_manifest
+from .batch import (
+    LEADING_COLUMNS,
+    TRAILING_COLUMNS,
+    escape_frame,
+    escape_metadata,
+    read_manifest,
+)
 from .errors import CsawsError, InputError
 
 SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<i>\d+)-of-(?P<n>\d+)(?P<suffix>\.parquet)$")

@@ -37,8 +37,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import __version__
-from .tasks import Task, Worker, default_workers, error_row, run_tasks
 from .errors import CsawsError, DependencyError, one_line
+from .tasks import Task, Worker, default_workers, error_row, run_tasks
 
 #: Largest default number of inputs per cluster task.
 MAX_BATCH_SIZE = 200

@@ -248,10 +248,8 @@ def test_names_up_to_255_bytes_write_atomically(tmp_path, length):
 
 def test_disk_full_inside_atomic_path_names_the_output(tmp_path):
     target = tmp_path / "out" / "a.png"
-    with pytest.raises(OutputWriteError) as info:
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb"):
-                raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputWriteError) as info, atomic_path(target) as tmp, open(tmp, "wb"):
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert str(info.value) == f"{target}: cannot write the output (No space left on device)"
     assert isinstance(info.value, OSError) and isinstance(info.value, OutputError)
     assert info.value.errno == errno.ENOSPC
@@ -272,9 +270,8 @@ def test_cleanup_failure_does_not_hide_the_real_error(tmp_path, monkeypatch):
 
 
 def test_input_errors_inside_atomic_path_are_not_blamed_on_the_output(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        with atomic_path(tmp_path / "a.png"):
-            open(tmp_path / "missing-input.dcm", "rb")
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "a.png"):
+        (tmp_path / "missing-input.dcm").read_bytes()
 
 
 def _fail_write(*args, **kwargs):
