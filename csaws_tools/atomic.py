@@ -37,7 +37,7 @@ _TEMPORARY_NAME = re.compile(
     r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:-(?P<host>[0-9a-f]{4}))?\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$"
 )
 #: errno values that mean "the output cannot be written here", whatever the file.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+_WRITE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EROFS", "EDQUOT", "EFBIG") if hasattr(errno, name)}
 
 
 def host_tag() -> str:
