@@ -142,7 +142,7 @@ def format_seconds(seconds: float) -> str:
     """``4.0 s``, ``2 min 05 s``, ``3 h 02 min``: a duration for people."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
