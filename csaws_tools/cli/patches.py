@@ -55,8 +55,9 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
       csaws-prepare splits SAMPLE/CsawS -o splits.json --sizes 4,8 --repetitions 3
       csaws-prepare splits CsawS -o release-splits.json --release-subsets
     """
-    from ..splits import make_splits, save_splits
+    from ..splits import check_output, make_splits, save_splits
 
+    check_output(out, root)
     vp = None if val_patients is None else [p.strip() for p in val_patients.split(",") if p.strip()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
