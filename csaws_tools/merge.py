@@ -248,6 +248,8 @@ def discover_plain(root: Path, exclude: Path | None = None) -> tuple[list[ImageM
     items: list[ImageMasks] = []
     problems: list[dict] = []
     skip = exclude.resolve() if exclude is not None else None
+    if skip is not None and not _under(skip, root.resolve()):
+        skip = None  # an output folder above (or beside) the input folder excludes nothing in it
     loops: list[dict] = []
     by_folder = _files_by_folder(root, loops)
     problems.extend(r for r in loops if skip is None or not _under(Path(r["source"]), skip))
