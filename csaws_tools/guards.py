@@ -118,3 +118,27 @@ def inputs_digest(paths: Iterable[str | os.PathLike | None]) -> str:
     idents = [file_identity(p) if p else None for p in paths]
     text = json.dumps(idents, separators=(",", ":"), default=str, ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (surrogate escapes) written as ``\\xNN``.
+
+    Names that are not valid UTF-8 reach Python as surrogate escapes, which
+    no UTF-8 writer (Parquet, JSON, the terminal) accepts; this spelling keeps
+    every byte visible and cannot fail to encode.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def printable_row(row: dict) -> dict:
+    """A manifest row whose strings (and lists of strings) are all encodable (see :func:`printable`)."""
+    for key, value in row.items():
+        if isinstance(value, str):
+            row[key] = printable(value)
+        elif isinstance(value, list):
+            row[key] = [printable(v) if isinstance(v, str) else v for v in value]
+    return row

@@ -50,6 +50,7 @@ from .guards import (
     clashes_with_input,
     input_paths_set,
     inputs_digest,
+    printable_row,
     refuse_output_in_input,
     remove_dead_temporaries,
 )
@@ -487,8 +488,17 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
     """Merge one image's masks (or make one consensus map); return its manifest row.
 
     Problems with the inputs give an ``error`` row that keeps the image's
-    columns (image id, split, annotator, source masks).
+    columns (image id, split, annotator, source masks). File names that are
+    not valid UTF-8 are written with ``\\xNN`` escapes in the row.
     """
+    row = _merge_one(task, numbering=numbering, scheme=scheme, strict=strict, overwrite=overwrite,
+                     shash=shash, size=size)
+    row.setdefault("source", task.source)
+    return printable_row(row)
+
+
+def _merge_one(task: Task, *, numbering: str, scheme: str, strict: bool, overwrite: bool,
+               shash: str, size: tuple[int, int] | None = None) -> dict:
     a = task.args
     scheme_obj = parse_scheme(scheme)
     names = scheme_names(scheme_obj, numbering)
@@ -669,7 +679,7 @@ def merge_masks(
         else:
             key = r["source"]
         if in_shard(key, shard):
-            extra.append(r)
+            extra.append(printable_row(r))
     if scheme.is_identity:
         text = labels_json(numbering)
     else:

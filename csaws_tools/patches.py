@@ -46,7 +46,7 @@ from .atomic import atomic_path
 from .batch import BatchResult, Task, read_manifest, run_batch, settings_hash, write_manifest
 from .classes import ALL_CLASSES, class_ids, class_names, labels_json, split_mask_stem
 from .errors import DependencyError, InputError, OutputError, SettingsError, one_line
-from .guards import inputs_digest, remove_dead_temporaries
+from .guards import inputs_digest, printable, remove_dead_temporaries
 
 FORMAT = "csaws-patches/1"
 DEFAULT_SIZE = 512
@@ -224,6 +224,10 @@ def _index_pngs(folder: Path, what: str) -> tuple[dict[str, Path], list[str]]:
         if path.name.startswith("."):
             continue
         if split_mask_stem(path.stem)[1] is not None:
+            continue
+        if printable(str(path)) != str(path):
+            dups.append(f"{printable(str(path))} found: its name is not valid UTF-8 and cannot be stored as an "
+                        "image id; rename it")
             continue
         if path.stem in found:
             dups.append(f"{what} {path.stem} found twice: {found[path.stem]} and {path}; pass a narrower folder")

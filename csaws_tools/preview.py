@@ -18,7 +18,7 @@ import numpy as np
 from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
 from .classes import class_names, palette as class_palette
 from .errors import CsawsError, InputError, SettingsError, one_line
-from .guards import clashes_with_input, input_paths_set, inputs_digest, refuse_output_in_input, \
+from .guards import clashes_with_input, input_paths_set, inputs_digest, printable_row, refuse_output_in_input, \
     remove_dead_temporaries
 from .png import SETTINGS_KEY, made_with, write_png
 
@@ -225,6 +225,15 @@ def _thumb(rgb: np.ndarray, thumb_size: int) -> np.ndarray:
 def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
                    thumb_size: int, overwrite: bool, shash: str) -> tuple[dict, np.ndarray | None]:
     """Write one overlay PNG; return its row and a thumbnail for the contact sheet."""
+    row, thumb = _preview_one(task, names=names, colours=colours, alpha=alpha, max_size=max_size,
+                              thumb_size=thumb_size, overwrite=overwrite, shash=shash)
+    row.setdefault("source", task.source)
+    row.setdefault("output", task.output)
+    return printable_row(row), thumb
+
+
+def _preview_one(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
+                 thumb_size: int, overwrite: bool, shash: str) -> tuple[dict, np.ndarray | None]:
     a = task.args
     row = {"image_id": a["image_id"], "mask": a["mask"], "image": a.get("image")}
     out = Path(task.output)

@@ -612,3 +612,34 @@ def test_patches_images_pointing_at_dicom_stops_with_one_line(tmp_path):
     res = cli("patches", "--images", tmp_path / "dicom", "--masks", maps, "-o", tmp_path / "p.h5",
               "--no-progress")
     assert res.exit_code == 2 and "dicom2png" in one_error_line(res)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_file_names_that_are_not_utf8_are_one_row_each_and_the_batch_goes_on(tmp_path):
+    from csaws_tools.merge import merge_masks
+    from csaws_tools.patches import write_patches
+    from csaws_tools.preview import preview
+
+    root = plain_masks(tmp_path / "in", ids=("a",))
+    bad = os.fsdecode(b"b\xff")
+    m = np.zeros((40, 30), np.uint8)
+    m[1:4, 1:4] = 255
+    write_png(root / f"{bad}.png", m)
+    write_png(root / f"{bad}_cancer.png", m)
+    result = merge_masks(root, tmp_path / "maps", workers=1, progress=False)
+    assert result.count("ok") == 2 and result.manifest.is_file()
+    frame = read_manifest(result.manifest)
+    assert "b\\xff" in set(frame["image_id"])  # the undecodable byte spelled out, nothing lost
+    assert str(root / "b\\xff.png") in set(frame["source"])
+    # preview pairs by stem; the map of b\xff is named with a safe name, the image keeps its bytes
+    images, maps = image_and_map_folders(tmp_path / "pp", ids=("000_1",))
+    write_png(images / f"{bad}.png", m)
+    write_png(maps / f"{bad}.png", np.zeros((40, 30), np.uint8))
+    shown = preview(images, maps, tmp_path / "prev", workers=1, progress=False)
+    assert shown.count("ok") == 2 and read_manifest(shown.manifest).shape[0] == 2
+    # patches: an id that is not valid UTF-8 cannot go into the HDF5 file: one error row
+    made = write_patches(images, maps, tmp_path / "p.h5", size=16, per_class=2, workers=1, progress=False)
+    errors = [r for r in made.rows if r["status"] == "error"]
+    assert len(errors) == 2 and all("not valid UTF-8" in r["error"] for r in errors)  # image and map
+    assert made.output.is_file() and made.n_patches > 0
+    assert read_manifest(made.manifest).shape[0] == 3
