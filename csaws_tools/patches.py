@@ -10,8 +10,10 @@ smaller than the crop, the image is centred in the crop and padded with
 background (0), and ``top``/``left`` are negative.
 
 Test tiles (``tiles=True``): non-overlapping tiles from the top-left corner,
-border tiles padded with background, tiles whose label map is all
-background dropped (``tile_drop``); ``top``/``left`` say where each goes so
+border tiles padded with background, tiles whose image is all black dropped
+(``tile_drop="black"``, the protocol's evaluation tiles; ``"background"``
+drops tiles whose label map is all background instead, which on consensus
+maps keeps only tiles with cancer); ``top``/``left`` say where each goes so
 that predictions stitch back (:func:`csaws_tools.reader.stitch`).
 
 Speed: class counts with one ``np.bincount``; centres by rejection sampling
@@ -397,7 +399,7 @@ class PatchConfig:
     classes: tuple[int, ...] | None = None
     seed: int = 0
     tiles: bool = False
-    tile_drop: str = "background"
+    tile_drop: str = "black"
     layout: str = "crops"
     compression: str = "gzip"
     level: int | None = 1
@@ -705,7 +707,7 @@ def write_patches(
     classes: Iterable[str | int] | str | None = None,
     seed: int = 0,
     tiles: bool = False,
-    tile_drop: str = "background",
+    tile_drop: str = "black",
     image_ids: Iterable[str] | None = None,
     splits: dict | str | os.PathLike | None = None,
     split: str | None = None,

@@ -643,3 +643,25 @@ def test_file_names_that_are_not_utf8_are_one_row_each_and_the_batch_goes_on(tmp
     assert len(errors) == 2 and all("not valid UTF-8" in r["error"] for r in errors)  # image and map
     assert made.output.is_file() and made.n_patches > 0
     assert read_manifest(made.manifest).shape[0] == 3
+
+
+def test_default_test_tiles_are_the_evaluation_tiles_not_only_those_with_cancer(tmp_path):
+    from csaws_tools.patches import write_patches
+    from csaws_tools.reader import PatchReader
+
+    images, maps = tmp_path / "im", tmp_path / "consensus"
+    images.mkdir()
+    maps.mkdir()
+    image = np.zeros((64, 64), np.uint8)
+    image[:, :30] = 120  # breast in the left tiles, black on the right
+    consensus = np.zeros((64, 64), np.uint8)
+    consensus[2:6, 2:6] = 1  # cancer in the top-left tile only
+    write_png(images / "000_1.png", image)
+    write_png(maps / "000_1.png", consensus)
+    res = write_patches(images, maps, tmp_path / "t.h5", size=32, tiles=True, workers=1, progress=False)
+    with PatchReader(res.output) as r:
+        kept = sorted(map(tuple, r.index[["top", "left"]].to_numpy().tolist()))
+    assert kept == [(0, 0), (32, 0)]  # every tile with breast, with or without cancer; black ones dropped
+    only_cancer = write_patches(images, maps, tmp_path / "b.h5", size=32, tiles=True, tile_drop="background",
+                                workers=1, progress=False)
+    assert only_cancer.n_patches == 1

@@ -94,9 +94,11 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
               help="Seed of the centre draws (one per repetition gives the paper's 5 crop sets).")
 @click.option("--tiles", is_flag=True,
               help="Cut every image into non-overlapping tiles instead (test set); positions are recorded.")
-@click.option("--tile-drop", type=click.Choice(["background", "black", "none"]), default="background",
+@click.option("--tile-drop", type=click.Choice(["background", "black", "none"]), default="black",
               show_default=True,
-              help="Tiles dropped with --tiles: label map all background (protocol), image all black, or none.")
+              help="Tiles dropped with --tiles: 'black' drops tiles whose image is all black (the evaluation "
+                   "tiles: false positives anywhere in the breast are counted); 'background' drops tiles whose "
+                   "label map is all background (on consensus maps only tiles with cancer remain); 'none' keeps all.")
 @click.option("--splits", "splits_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A splits file (csaws-prepare splits) to pick the images from; needs --split.")
 @click.option("--split", default=None, metavar="NAME",
