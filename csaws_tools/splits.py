@@ -237,7 +237,7 @@ def make_splits(
                 raise InputError(
                     f"subset size {n} exceeds the {len(train_images)} training images "
                     f"({len(train)} patients); pass smaller --sizes (for example "
-                    f"{max(1, len(train_images) // 4)},{max(1, len(train_images) // 2)})"
+                    f"{max(1, len(train_images) // 3)},{max(1, 2 * len(train_images) // 3)})"
                 )
         if repetitions < 1:
             raise InputError(f"repetitions must be at least 1, not {repetitions}")

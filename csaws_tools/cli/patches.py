@@ -51,9 +51,12 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
 
     \b
     Examples:
-      csaws-prepare splits CsawS -o splits.json
-      csaws-prepare splits SAMPLE/CsawS -o splits.json --sizes 4,8 --repetitions 3
+      csaws-prepare splits CsawS -o splits.json --sizes 2,4 --repetitions 3
       csaws-prepare splits CsawS -o release-splits.json --release-subsets
+
+    \b
+    The default --sizes (25,50,100,263) are the paper's and need the full release;
+    on the small sample (7 training images) use --sizes 2,4.
     """
     from ..splits import check_output, make_splits, save_splits
 
@@ -130,8 +133,8 @@ def patches(images, masks, out, size, per_class, classes, seed, tiles, tile_drop
     \b
     Examples:
       csaws-prepare patches --images CsawS/anonymized_dataset --masks maps/trainval -o rep0.h5 --seed 0
-      csaws-prepare patches --images CsawS --masks maps/trainval --splits splits.json --split 50 \\
-          --repetition 2 --seed 2 -o n50-rep2.h5
+      csaws-prepare patches --images CsawS --masks maps/trainval --splits splits.json --split 4 \\
+          --repetition 2 --seed 2 -o n4-rep2.h5
       csaws-prepare patches --images CsawS/test_data --masks maps/test/consensus --tiles -o test.h5
     """
     from ..errors import CsawsError
