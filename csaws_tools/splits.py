@@ -41,6 +41,7 @@ from . import __version__
 from .atomic import write_text_atomic
 from .classes import split_mask_stem
 from .errors import InputError, OutputError
+from .text import counted
 
 FORMAT = "csaws-splits/1"
 #: Protocol section 1: the 20 suggested validation patients.
@@ -241,6 +242,7 @@ def make_splits(
                 )
         if repetitions < 1:
             raise InputError(f"repetitions must be at least 1, not {repetitions}")
+        short: list[str] = []
         for rep in range(repetitions):
             rep_seed = _derived_seed(seed, 1, rep)
             order = np.random.default_rng(rep_seed).permutation(train).tolist()
@@ -248,13 +250,15 @@ def make_splits(
                 chosen = _fill(order, train_groups, n)
                 images = sorted(i for p in chosen for i in groups[p])
                 if len(images) < n:
-                    warnings.warn(
-                        f"subset N={n}, repetition {rep}: whole patients reach only {len(images)} images",
-                        stacklevel=2,
-                    )
+                    short.append(f"N={n} repetition {rep}: {counted(len(images), 'image')}")
                 subsets.setdefault(str(n), {})[str(rep)] = {
                     "seed": rep_seed, "patients": sorted(chosen), "images": images, "n_images": len(images),
                 }
+
+        if short:
+            warnings.warn(f"{len(short)} of {len(sizes) * repetitions} subsets hold fewer than N images, as "
+                          f"whole patients do not add up to exactly N ({'; '.join(short[:4])}"
+                          f"{'; ...' if len(short) > 4 else ''})", stacklevel=2)
 
     test_groups = _group(test)
     shared = sorted(set(groups) & set(test_groups))

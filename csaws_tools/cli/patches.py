@@ -59,6 +59,7 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
     on the small sample (7 training images) use --sizes 2,4.
     """
     from ..splits import check_output, make_splits, save_splits
+    from ..text import counted
 
     check_output(out, root)
     vp = None if val_patients is None else [p.strip() for p in val_patients.split(",") if p.strip()]
@@ -70,13 +71,15 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
         click.echo(f"warning: {w.message}", err=True)
     save_splits(data, out)
     click.echo(
-        f"train: {len(data['train']['patients'])} patients, {len(data['train']['images'])} images; "
-        f"val: {len(data['val']['patients'])} patients, {len(data['val']['images'])} images "
-        f"({data['validation']['rule']}); test: {len(data['test']['images'])} images"
+        f"train: {counted(len(data['train']['patients']), 'patient')}, "
+        f"{counted(len(data['train']['images']), 'image')}; "
+        f"val: {counted(len(data['val']['patients']), 'patient')}, {counted(len(data['val']['images']), 'image')} "
+        f"({data['validation']['rule']}); test: {counted(len(data['test']['images']), 'image')}"
     )
     for n, reps in data["subsets"].items():
         counts = sorted({r["n_images"] for r in reps.values()})
-        click.echo(f"subset {n}: {len(reps)} repetitions of {'/'.join(map(str, counts))} images")
+        click.echo(f"subset {n}: {counted(len(reps), 'repetition')} of {'/'.join(map(str, counts))} "
+                   f"image{'' if counts == [1] else 's'}")
     click.echo(f"written: {out}")
 
 
