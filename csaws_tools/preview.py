@@ -23,6 +23,8 @@ from .guards import clashes_with_input, input_paths_set, inputs_digest, printabl
 from .png import SETTINGS_KEY, made_with, write_png
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+#: Background of the panel beside each overlay that holds its title and legend.
+PANEL_COLOUR = (24, 24, 24)
 
 
 def _font(size: int):
@@ -87,9 +89,10 @@ def overlay(
 
     ``names``/``colours`` index by label id (default: the 12 classes under
     ``numbering``); the class named ``background`` is left uncoloured.
-    ``max_size`` bounds the longer side (image box-filtered, labels
-    nearest). The legend lists the classes present, top left; ``title``
-    goes top right.
+    ``max_size`` bounds the longer side of the image (box-filtered, labels
+    nearest). The title and a legend of the classes present go in a panel to
+    the right of the image, so they cover no part of it (the result is then
+    wider than the image).
     """
     image, labels = np.asarray(image), np.asarray(labels)
     if image.shape[:2] != labels.shape:
@@ -119,29 +122,36 @@ def overlay(
 
 
 def _draw_legend(rgb: np.ndarray, entries: list[tuple[str, tuple]], title: str | None) -> np.ndarray:
+    """The overlay with a panel to its right holding the title and the legend: nothing covers the image.
+
+    The panel is as wide as its longest line; the canvas grows downwards when
+    the legend is taller than the image.
+    """
     from PIL import Image, ImageDraw
 
     h, w = rgb.shape[:2]
     size = max(10, min(28, round(min(h, w) / 40)))
     font = _font(size)
-    im = Image.fromarray(rgb)
-    draw = ImageDraw.Draw(im, "RGBA")
     pad, box = size // 2, size
-    if entries:
-        widths = [draw.textlength(name, font=font) for name, _ in entries]
-        panel_w = int(pad * 3 + box + max(widths))
-        panel_h = int(pad + len(entries) * (size + pad))
-        draw.rectangle([0, 0, panel_w, panel_h], fill=(0, 0, 0, 170))
-        for k, (name, colour) in enumerate(entries):
-            y = pad + k * (size + pad)
-            draw.rectangle([pad, y, pad + box, y + box], fill=tuple(int(c) for c in colour) + (255,),
-                           outline=(255, 255, 255, 255))
-            draw.text((2 * pad + box, y), name, font=font, fill=(255, 255, 255, 255))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [box + pad + measure.textlength(name, font=font) for name, _ in entries]
     if title:
-        tw = draw.textlength(title, font=font)
-        draw.rectangle([w - tw - 2 * pad, 0, w, size + pad * 2], fill=(0, 0, 0, 170))
-        draw.text((w - tw - pad, pad // 2), title, font=font, fill=(255, 255, 255, 255))
-    return np.asarray(im)
+        widths.append(measure.textlength(title, font=font))
+    panel_w = int(np.ceil(max(widths, default=0))) + 2 * pad
+    rows = (1 if title else 0) + len(entries)
+    panel_h = pad + rows * (size + pad) + (pad if title and entries else 0)
+    canvas = Image.new("RGB", (w + panel_w, max(h, panel_h)), PANEL_COLOUR)
+    canvas.paste(Image.fromarray(rgb), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x, y = w + pad, pad
+    if title:
+        draw.text((x, y), title, font=font, fill=(255, 255, 255))
+        y += size + 2 * pad
+    for name, colour in entries:
+        draw.rectangle([x, y, x + box, y + box], fill=tuple(int(c) for c in colour), outline=(255, 255, 255))
+        draw.text((x + box + pad, y), name, font=font, fill=(255, 255, 255))
+        y += size + pad
+    return np.asarray(canvas)
 
 
 def contact_sheet(
