@@ -665,3 +665,10 @@ def test_default_test_tiles_are_the_evaluation_tiles_not_only_those_with_cancer(
     only_cancer = write_patches(images, maps, tmp_path / "b.h5", size=32, tiles=True, tile_drop="background",
                                 workers=1, progress=False)
     assert only_cancer.n_patches == 1
+
+
+def test_stats_refuses_a_map_whose_header_claims_a_huge_image(tmp_path):
+    _, maps = image_and_map_folders(tmp_path, ids=("000_1",))
+    fake_png(maps / "000_2.png", 60000, 60000)
+    res = cli("stats", maps, "-j", "1")
+    assert res.exit_code == 2 and "000_2.png" in one_error_line(res) and "60000 x 60000" in one_error_line(res)
