@@ -26,8 +26,14 @@ from pathlib import Path
 from .errors import SettingsError
 from .identity import file_identity
 
-__all__ = ["refuse_output_in_input", "input_paths_set", "clashes_with_input", "remove_dead_temporaries",
-           "inputs_digest", "pid_alive"]
+__all__ = [
+    "clashes_with_input",
+    "input_paths_set",
+    "inputs_digest",
+    "pid_alive",
+    "refuse_output_in_input",
+    "remove_dead_temporaries",
+]
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 

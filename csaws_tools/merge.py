@@ -54,7 +54,6 @@ from .guards import (
     refuse_output_in_input,
     remove_dead_temporaries,
 )
-from .limits import check_pixels
 from .labels import (
     LabelScheme,
     parse_scheme,
@@ -63,6 +62,7 @@ from .labels import (
     scheme_names,
     scheme_palette,
 )
+from .limits import check_pixels
 from .naming import sanitise
 from .png import SETTINGS_KEY, made_with, png_size, write_png
 

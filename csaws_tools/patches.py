@@ -45,7 +45,14 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_path
-from .batch import BatchResult, Task, read_manifest, run_batch, settings_hash, write_manifest
+from .batch import (
+    BatchResult,
+    Task,
+    read_manifest,
+    run_batch,
+    settings_hash,
+    write_manifest,
+)
 from .classes import ALL_CLASSES, class_ids, class_names, labels_json, split_mask_stem
 from .errors import DependencyError, InputError, OutputError, SettingsError, one_line
 from .guards import inputs_digest, printable, remove_dead_temporaries

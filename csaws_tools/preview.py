@@ -16,10 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
-from .classes import class_names, palette as class_palette
+from .classes import class_names
+from .classes import palette as class_palette
 from .errors import CsawsError, InputError, SettingsError, one_line
-from .guards import clashes_with_input, input_paths_set, inputs_digest, printable_row, refuse_output_in_input, \
-    remove_dead_temporaries
+from .guards import (
+    clashes_with_input,
+    input_paths_set,
+    inputs_digest,
+    printable_row,
+    refuse_output_in_input,
+    remove_dead_temporaries,
+)
 from .png import SETTINGS_KEY, made_with, write_png
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")

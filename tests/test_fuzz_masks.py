@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from csaws_tools.merge import merge_masks  # noqa: E402
+from csaws_tools.merge import merge_masks
 
 SHAPE = (48, 40)
 

@@ -468,7 +468,7 @@ def test_malformed_splits_file_is_one_line_naming_it(tmp_path, damage, message):
     ({"1": {"0": ["000", "0"]}}, "names patient '0' twice"),
 ])
 def test_release_split_file_with_a_string_or_duplicates_is_refused(tmp_path, subsets, message):
-    images, maps = image_and_map_folders(tmp_path)
+    _, maps = image_and_map_folders(tmp_path)
     (maps / "training_random_splits.json").write_text(json.dumps(subsets))
     res = cli("splits", maps, "-o", tmp_path / "s.json", "--release-subsets")
     assert res.exit_code == 2
