@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -89,10 +90,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+#: A temporary modified this recently is kept even when its PID is not running here: its writer
+#: may be a live process on another machine sharing the folder (shards on a cluster).
+MIN_AGE_SECONDS = 30.0
+
+
 def remove_dead_temporaries(folder: str | os.PathLike, *, name: str | None = None,
-                            recursive: bool = True) -> int:
+                            recursive: bool = True, min_age: float = MIN_AGE_SECONDS) -> int:
     """Delete temporaries under ``folder`` whose writing process is dead; return how many.
 
+    A temporary is removed when the PID in its name is not a running process
+    on this machine and it was not modified in the last ``min_age`` seconds.
     ``name`` limits it to temporaries of one final file name (e.g. ``p.h5``);
     ``recursive=False`` looks in ``folder`` only. Only names
     :func:`csaws_tools.atomic.temporary_path` makes are touched.
@@ -111,6 +119,8 @@ def remove_dead_temporaries(folder: str | os.PathLike, *, name: str | None = Non
         if pid == me or pid_alive(pid):
             continue
         try:
+            if time.time() - tmp.lstat().st_mtime < min_age:
+                continue
             if tmp.is_file() and not tmp.is_symlink():
                 tmp.unlink()
                 n += 1

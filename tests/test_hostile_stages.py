@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import struct
+import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -354,8 +355,6 @@ def test_fake_png_header_beside_a_geojson_is_refused_before_rasterising(tmp_path
 
 
 def test_geojson_polygon_with_40000_spikes_is_a_clear_error_with_bounded_memory(tmp_path):
-    import time
-
     from csaws_tools.merge import merge_masks
 
     root = tmp_path / "in"
@@ -498,10 +497,13 @@ def test_merge_masks_removes_its_dead_temporaries_but_not_a_live_runs(tmp_path):
     dead = out / f".a.png.{_dead_pid()}.0123abcd.tmp"
     live = out / f".b.png.{os.getppid()}.0123abcd.tmp"
     user = out / ".notes.tmp"
-    for p in (dead, live, user):
+    recent = out / f".c.png.{_dead_pid()}.0123abcd.tmp"  # maybe a live writer on another machine
+    for p in (dead, live, user, recent):
         p.write_bytes(b"x" * 100)
+    for p in (dead, live, user):
+        os.utime(p, (time.time() - 120, time.time() - 120))
     merge_masks(root, out, workers=1, progress=False)
-    assert not dead.exists() and live.exists() and user.exists()
+    assert not dead.exists() and live.exists() and user.exists() and recent.exists()
 
 
 def test_patches_removes_its_dead_temporaries(tmp_path):
@@ -512,6 +514,8 @@ def test_patches_removes_its_dead_temporaries(tmp_path):
     other = tmp_path / f".q.h5.{_dead_pid()}.0123abcd.tmp"  # another file's: not this run's business
     dead.write_bytes(b"x" * 1000)
     other.write_bytes(b"x")
+    for p in (dead, other):
+        os.utime(p, (time.time() - 120, time.time() - 120))
     write_patches(images, maps, tmp_path / "p.h5", size=16, per_class=2, workers=1, progress=False)
     assert not dead.exists() and other.exists()
 
