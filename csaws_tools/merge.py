@@ -46,6 +46,14 @@ from .batch import (
 )
 from .classes import MAIN_CLASS, MASK_CLASSES, NUMBERINGS, labels_json, split_mask_stem
 from .errors import CsawsError, InputError, one_line
+from .guards import (
+    clashes_with_input,
+    input_paths_set,
+    inputs_digest,
+    printable_row,
+    refuse_output_in_input,
+    remove_dead_temporaries,
+)
 from .labels import (
     LabelScheme,
     parse_scheme,
@@ -54,6 +62,7 @@ from .labels import (
     scheme_names,
     scheme_palette,
 )
+from .limits import check_pixels
 from .naming import sanitise
 from .png import SETTINGS_KEY, made_with, png_size, write_png
 
@@ -129,9 +138,29 @@ def _group_folder(folder: Path, files: list[Path]) -> tuple[dict[str, ImageMasks
     return groups, leftover
 
 
-def _files_by_folder(root: Path) -> dict[Path, list[Path]]:
+def _files_by_folder(root: Path, loops: list[dict] | None = None) -> dict[Path, list[Path]]:
+    """Files of every folder under ``root``, following directory symlinks.
+
+    A symlink back to a folder already being walked (a loop) is not entered;
+    it is reported in ``loops`` as one error row.
+    """
     out: dict[Path, list[Path]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:  # a symlink loop (or a second link to a folder already walked)
+            dirnames[:] = []
+            if loops is not None:
+                loops.append({"source": dirpath, "output": None, "status": "error", "image_id": None,
+                              "error": f"{dirpath}: symbolic link to a folder already searched "
+                                       f"({os.path.realpath(dirpath)}); not searched twice"})
+            continue
+        seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files = [Path(dirpath) / f for f in filenames if not f.startswith(".")]
         if files:
@@ -220,7 +249,12 @@ def discover_plain(root: Path, exclude: Path | None = None) -> tuple[list[ImageM
     items: list[ImageMasks] = []
     problems: list[dict] = []
     skip = exclude.resolve() if exclude is not None else None
-    for folder, files in sorted(_files_by_folder(root).items()):
+    if skip is not None and not _under(skip, root.resolve()):
+        skip = None  # an output folder above (or beside) the input folder excludes nothing in it
+    loops: list[dict] = []
+    by_folder = _files_by_folder(root, loops)
+    problems.extend(r for r in loops if skip is None or not _under(Path(r["source"]), skip))
+    for folder, files in sorted(by_folder.items()):
         if skip is not None and (folder.resolve() == skip or skip in folder.resolve().parents):
             continue
         groups, rest = _group_folder(folder, files)
@@ -246,6 +280,11 @@ def discover_plain(root: Path, exclude: Path | None = None) -> tuple[list[ImageM
                 if image_id not in groups and not any(image_id.startswith(i + "_") for i in groups):
                     problems.append(_no_masks_row(str(p), "/".join(rel_parts + [safe_name(image_id) + ".png"])))
     return items, problems
+
+
+def _under(path: Path, folder: Path) -> bool:
+    p = path.resolve()
+    return p == folder or folder in p.parents
 
 
 def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
@@ -274,6 +313,11 @@ def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
 
 def _decode_mask(path: str) -> np.ndarray:
     """Decode a mask file into its raw array (2-D, or colour channels last)."""
+    try:
+        shape = _header_shape(path)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input file
+        raise InputError(f"{path}: cannot read mask ({one_line(exc)})") from None
+    check_pixels(shape, path)  # from the header, before anything is decoded
     try:
         if path.lower().endswith((".tif", ".tiff")):
             import tifffile
@@ -315,24 +359,35 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return _marked(_decode_mask(path), path)
 
 
+def _header_shape(path: str) -> tuple[int, ...]:
+    """(rows, columns[, samples]) from a file's header, without decoding pixels; raises on unreadable files."""
+    if path.lower().endswith(".png"):
+        return png_size(path)
+    if path.lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            samples = int(getattr(page, "samplesperpixel", 1) or 1)
+            return (int(page.imagelength), int(page.imagewidth)) + ((samples,) if samples > 1 else ())
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(rows, columns) of an image or mask file from its header, without decoding pixels."""
+    """(rows, columns) of an image or mask file from its header, without decoding pixels.
+
+    A header claiming more pixels than the limit (:mod:`csaws_tools.limits`) is an error.
+    """
     path = str(path)
     try:
-        if path.lower().endswith(".png"):
-            return png_size(path)
-        if path.lower().endswith((".tif", ".tiff")):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tf:
-                page = tf.pages[0]
-                return int(page.imagelength), int(page.imagewidth)
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.height, im.width
+        shape = _header_shape(path)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path}: cannot read image size ({one_line(exc)})") from None
+    check_pixels(shape, path)
+    return int(shape[0]), int(shape[1])
 
 
 def _fmt(size: tuple[int, int]) -> str:
@@ -433,8 +488,17 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
     """Merge one image's masks (or make one consensus map); return its manifest row.
 
     Problems with the inputs give an ``error`` row that keeps the image's
-    columns (image id, split, annotator, source masks).
+    columns (image id, split, annotator, source masks). File names that are
+    not valid UTF-8 are written with ``\\xNN`` escapes in the row.
     """
+    row = _merge_one(task, numbering=numbering, scheme=scheme, strict=strict, overwrite=overwrite,
+                     shash=shash, size=size)
+    row.setdefault("source", task.source)
+    return printable_row(row)
+
+
+def _merge_one(task: Task, *, numbering: str, scheme: str, strict: bool, overwrite: bool,
+               shash: str, size: tuple[int, int] | None = None) -> dict:
     a = task.args
     scheme_obj = parse_scheme(scheme)
     names = scheme_names(scheme_obj, numbering)
@@ -446,6 +510,9 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
         if a.get("error"):
             raise InputError(a["error"])
         out = Path(task.output)
+        # the output records the settings and the identity of every input it was made from
+        inputs = [a.get("image"), a.get("geojson"), *(a.get("source_masks") or [])]
+        shash = settings_hash({"settings": shash, "inputs": inputs_digest(inputs)})
         if not overwrite and made_with(out, shash):
             existing = _read_existing(out)
             if existing is not None:
@@ -579,12 +646,30 @@ def merge_masks(
     if numbering not in NUMBERINGS:
         raise CsawsError(f"unknown numbering {numbering!r}; expected one of {', '.join(NUMBERINGS)}")
     scheme = parse_scheme(labels)
+    release = find_release_root(root) if Path(root).is_dir() else None
+    refuse_output_in_input(out, [("input", root), ("release", release),
+                                 ("anonymized_dataset", release / "anonymized_dataset" if release else None),
+                                 ("test_data", release / "test_data" if release else None)],
+                           allow_inside=("input", "release"))
     items, problems, layout = discover(root, exclude=out)
     out = ensure_writable_dir(out)
     settings = {"command": "merge-masks", "numbering": numbering, "labels": scheme.spec, "strict": bool(strict),
                 "size": list(size) if size else None}
     shash = settings_hash(settings)
     tasks, _ = plan_tasks(items, out, strict=strict)
+    inputs = input_paths_set(p for t in tasks for p in [t.args.get("image"), t.args.get("geojson"),
+                                                           *(t.args.get("source_masks") or [])])
+    safe = []
+    for t in tasks:
+        if clashes_with_input(t.output, inputs):
+            problems.append({"source": t.source, "output": None, "status": "error",
+                             "image_id": t.args.get("image_id"),
+                             "error": f"output {t.output} is one of the input files; not overwriting it "
+                                      "(choose another output folder)"})
+        else:
+            safe.append(t)
+    tasks = safe
+    remove_dead_temporaries(out)
     extra = []
     for r in problems:
         r = dict(r)
@@ -594,7 +679,7 @@ def merge_masks(
         else:
             key = r["source"]
         if in_shard(key, shard):
-            extra.append(r)
+            extra.append(printable_row(r))
     if scheme.is_identity:
         text = labels_json(numbering)
     else:

@@ -10,8 +10,10 @@ smaller than the crop, the image is centred in the crop and padded with
 background (0), and ``top``/``left`` are negative.
 
 Test tiles (``tiles=True``): non-overlapping tiles from the top-left corner,
-border tiles padded with background, tiles whose label map is all
-background dropped (``tile_drop``); ``top``/``left`` say where each goes so
+border tiles padded with background, tiles whose image is all black dropped
+(``tile_drop="black"``, the protocol's evaluation tiles; ``"background"``
+drops tiles whose label map is all background instead, which on consensus
+maps keeps only tiles with cancer); ``top``/``left`` say where each goes so
 that predictions stitch back (:func:`csaws_tools.reader.stitch`).
 
 Speed: class counts with one ``np.bincount``; centres by rejection sampling
@@ -43,9 +45,17 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_path
-from .batch import BatchResult, Task, run_batch, settings_hash
+from .batch import (
+    BatchResult,
+    Task,
+    read_manifest,
+    run_batch,
+    settings_hash,
+    write_manifest,
+)
 from .classes import ALL_CLASSES, class_ids, class_names, labels_json, split_mask_stem
-from .errors import DependencyError, InputError, OutputError, one_line
+from .errors import DependencyError, InputError, OutputError, SettingsError, one_line
+from .guards import inputs_digest, printable, remove_dead_temporaries
 
 FORMAT = "csaws-patches/1"
 DEFAULT_SIZE = 512
@@ -224,6 +234,10 @@ def _index_pngs(folder: Path, what: str) -> tuple[dict[str, Path], list[str]]:
             continue
         if split_mask_stem(path.stem)[1] is not None:
             continue
+        if printable(str(path)) != str(path):
+            dups.append(f"{printable(str(path))} found: its name is not valid UTF-8 and cannot be stored as an "
+                        "image id; rename it")
+            continue
         if path.stem in found:
             dups.append(f"{what} {path.stem} found twice: {found[path.stem]} and {path}; pass a narrower folder")
             continue
@@ -242,6 +256,7 @@ def pair_inputs(images: str | os.PathLike, masks: str | os.PathLike,
     for folder, what in ((images, "images"), (masks, "masks")):
         if not folder.is_dir():
             raise InputError(f"{folder}: {what} folder not found")
+    check_input_folders(images, masks)
     img_map, dup_i = _index_pngs(images, "image")
     mask_map, dup_m = _index_pngs(masks, "label map")
     errors = [{"source": d.split(" found")[0], "status": "error", "error": d} for d in dup_i + dup_m]
@@ -264,6 +279,32 @@ def pair_inputs(images: str | os.PathLike, masks: str | os.PathLike,
             msg, src = f"no image {image_id}.png under {images} for this label map", str(mp)
         errors.append({"source": src, "status": "error", "error": msg, "image_id": image_id})
     return pairs, errors
+
+
+def check_input_folders(images: Path, masks: Path) -> None:
+    """Stop with one line on the usual mix-ups: a map folder holding both splits, DICOM instead of PNG."""
+    if (masks / "trainval").is_dir() and (masks / "test").is_dir():
+        raise SettingsError(f"{masks}: holds both trainval and test label maps; pass {masks / 'trainval'} "
+                            f"for training crops or {masks / 'test' / 'consensus'} for test tiles")
+    if next(_pngs(images), None) is None:
+        dicom = next((p for p in images.rglob("*") if p.suffix.lower() in (".dcm", ".dicom")
+                      or (p.is_file() and _is_dicom(p))), None)
+        if dicom is not None:
+            raise SettingsError(f"{images}: holds DICOM files ({dicom.name}), not PNG images; pass the PNG "
+                                "folder (the release's CsawS/anonymized_dataset, or the output of dicom2png)")
+
+
+def _pngs(folder: Path):
+    return (p for p in folder.rglob("*.png") if not p.name.startswith("."))
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
 
 
 def check_standard_maps(folder: str | os.PathLike) -> None:
@@ -322,14 +363,21 @@ def parse_classes(classes: Iterable[str | int] | str | None) -> list[int] | None
 
 def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read an 8-bit image (first channel of RGB) and its label map; check they match."""
-    from .png import read_png
+    from .limits import check_pixels
+    from .png import png_size, read_png
 
-    try:
+    try:  # headers are checked against the pixel limit before decoding
+        check_pixels(png_size(image_path), image_path)
         image = read_png(image_path)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"cannot read image {image_path.name}: {one_line(exc)}") from None
     try:
+        check_pixels(png_size(mask_path), mask_path)
         mask = read_png(mask_path)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"cannot read label map {mask_path}: {one_line(exc)}") from None
     if image.ndim == 3:
@@ -358,7 +406,7 @@ class PatchConfig:
     classes: tuple[int, ...] | None = None
     seed: int = 0
     tiles: bool = False
-    tile_drop: str = "background"
+    tile_drop: str = "black"
     layout: str = "crops"
     compression: str = "gzip"
     level: int | None = 1
@@ -666,7 +714,7 @@ def write_patches(
     classes: Iterable[str | int] | str | None = None,
     seed: int = 0,
     tiles: bool = False,
-    tile_drop: str = "background",
+    tile_drop: str = "black",
     image_ids: Iterable[str] | None = None,
     splits: dict | str | os.PathLike | None = None,
     split: str | None = None,
@@ -731,23 +779,33 @@ def write_patches(
                          classes=None if class_list is None else tuple(class_list), seed=int(seed),
                          tiles=bool(tiles), tile_drop=tile_drop, layout=layout, compression=compression,
                          level=level)
-    ids_digest = hashlib.sha256("\n".join(p[0] for p in pairs).encode()).hexdigest()[:16]
+    ids_digest = hashlib.sha256("\n".join(p[0] for p in pairs).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    # the file covers every input's identity: an edited image or label map makes it stale
+    inputs = inputs_digest([p for _, ip, mp in pairs for p in (ip, mp)])
     settings = {
         "kind": "tiles" if tiles else "crops", "size": config.size,
         "per_class": None if tiles else config.per_class,
         "classes": None if tiles else class_list, "seed": None if tiles else config.seed,
         "tile_drop": tile_drop if tiles else None, "layout": layout, "compression": compression,
         "level": level, "split": split, "repetition": repetition, "images": len(pairs), "image_ids_sha256": ids_digest,
+        "inputs_identity": inputs,
     }
     shash = settings_hash(settings)
     manifest = manifest_path_for(out)
 
+    remove_dead_temporaries(out.parent, name=out.name, recursive=False)
+    remove_dead_temporaries(out.parent, name=manifest.name, recursive=False)
+    meta = {"settings": settings, "settings_hash": shash, "tool_version": __version__, "shard": None}
     existing = None if overwrite else read_file_attrs(out)
     if existing is not None and existing.get("settings_hash") == shash and int(existing.get("n_failed", 1)) == 0 \
             and not error_rows:
         rows = [{"source": str(ip), "output": str(out), "status": "skipped", "error": None, "image_id": i}
                 for i, ip, _ in pairs]
-        return PatchesResult(rows=rows, manifest=manifest if manifest.exists() else None, output=out,
+        if _manifest_hash(manifest) != shash:  # a run killed between the file and its manifest
+            for r in rows:
+                r.update(settings_hash=shash, tool_version=__version__)
+            _write_manifest(manifest, rows, meta)
+        return PatchesResult(rows=rows, manifest=manifest, output=out,
                              crops_per_class=json.loads(existing.get("crops_per_class", "{}")),
                              pixel_share=json.loads(existing.get("pixel_share", "{}")),
                              n_patches=int(existing.get("n_patches", 0)), up_to_date=True)
@@ -761,11 +819,32 @@ def write_patches(
     try:
         with atomic_path(out) as tmp:
             result, stats = _write_file(tmp, out, tasks, config, settings, shash, class_list, split, repetition,
-                                        manifest=manifest, workers=workers, fail_fast=fail_fast, progress=progress,
+                                        manifest=None, workers=workers, fail_fast=fail_fast, progress=progress,
                                         scheduler=scheduler, batch_size=batch_size, error_rows=error_rows)
     except _Stopped as stop:  # interrupted: the temporary file is removed, nothing looks complete
-        return PatchesResult(rows=stop.result.rows, manifest=stop.result.manifest, interrupted=True, output=None)
-    return PatchesResult(rows=result.rows, manifest=result.manifest, output=out, **stats)
+        return PatchesResult(rows=stop.result.rows, manifest=None, interrupted=True, output=None)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the patches file ({exc.strerror or one_line(exc)})") from None
+    # the manifest describes the file: written only once the file is in place
+    _write_manifest(manifest, result.rows, meta)
+    return PatchesResult(rows=result.rows, manifest=manifest, output=out, **stats)
+
+
+def _manifest_hash(path: Path) -> str | None:
+    """The settings hash recorded in a manifest's metadata, or None when missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return read_manifest(path).attrs.get("csaws_tools", {}).get("settings_hash")
+    except Exception:  # noqa: BLE001 - an unreadable manifest is rewritten
+        return None
+
+
+def _write_manifest(path: Path, rows: list[dict], meta: dict) -> None:
+    try:
+        write_manifest(path, rows, meta)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the manifest ({exc.strerror or one_line(exc)})") from None
 
 
 class _Stopped(Exception):
@@ -776,7 +855,7 @@ class _Stopped(Exception):
 
 def _write_file(tmp: Path, out: Path, tasks: list[Task], config: PatchConfig, settings: dict, shash: str,
                 class_list: list[int] | None, split: str | None, repetition: int | None, *,
-                manifest: Path, workers: int | None, fail_fast: bool, progress: bool,
+                manifest: Path | None, workers: int | None, fail_fast: bool, progress: bool,
                 scheduler: str | None, batch_size: int | None, error_rows: list[dict]) -> tuple[BatchResult, dict]:
     """Run the workers and write the HDF5 file at ``tmp``; return the batch result and crop statistics."""
     pixels = np.zeros(NUM_CLASSES, dtype=np.int64)

@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
-from .classes import class_names, palette as class_palette
-from .errors import CsawsError, InputError, one_line
+from .classes import class_names
+from .classes import palette as class_palette
+from .errors import CsawsError, InputError, SettingsError, one_line
+from .guards import (
+    clashes_with_input,
+    input_paths_set,
+    inputs_digest,
+    printable_row,
+    refuse_output_in_input,
+    remove_dead_temporaries,
+)
 from .png import SETTINGS_KEY, made_with, write_png
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+#: Background of the panel beside each overlay that holds its title and legend.
+PANEL_COLOUR = (24, 24, 24)
 
 
 def _font(size: int):
@@ -84,9 +96,10 @@ def overlay(
 
     ``names``/``colours`` index by label id (default: the 12 classes under
     ``numbering``); the class named ``background`` is left uncoloured.
-    ``max_size`` bounds the longer side (image box-filtered, labels
-    nearest). The legend lists the classes present, top left; ``title``
-    goes top right.
+    ``max_size`` bounds the longer side of the image (box-filtered, labels
+    nearest). The title and a legend of the classes present go in a panel to
+    the right of the image, so they cover no part of it (the result is then
+    wider than the image).
     """
     image, labels = np.asarray(image), np.asarray(labels)
     if image.shape[:2] != labels.shape:
@@ -116,29 +129,36 @@ def overlay(
 
 
 def _draw_legend(rgb: np.ndarray, entries: list[tuple[str, tuple]], title: str | None) -> np.ndarray:
+    """The overlay with a panel to its right holding the title and the legend: nothing covers the image.
+
+    The panel is as wide as its longest line; the canvas grows downwards when
+    the legend is taller than the image.
+    """
     from PIL import Image, ImageDraw
 
     h, w = rgb.shape[:2]
     size = max(10, min(28, round(min(h, w) / 40)))
     font = _font(size)
-    im = Image.fromarray(rgb)
-    draw = ImageDraw.Draw(im, "RGBA")
     pad, box = size // 2, size
-    if entries:
-        widths = [draw.textlength(name, font=font) for name, _ in entries]
-        panel_w = int(pad * 3 + box + max(widths))
-        panel_h = int(pad + len(entries) * (size + pad))
-        draw.rectangle([0, 0, panel_w, panel_h], fill=(0, 0, 0, 170))
-        for k, (name, colour) in enumerate(entries):
-            y = pad + k * (size + pad)
-            draw.rectangle([pad, y, pad + box, y + box], fill=tuple(int(c) for c in colour) + (255,),
-                           outline=(255, 255, 255, 255))
-            draw.text((2 * pad + box, y), name, font=font, fill=(255, 255, 255, 255))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [box + pad + measure.textlength(name, font=font) for name, _ in entries]
     if title:
-        tw = draw.textlength(title, font=font)
-        draw.rectangle([w - tw - 2 * pad, 0, w, size + pad * 2], fill=(0, 0, 0, 170))
-        draw.text((w - tw - pad, pad // 2), title, font=font, fill=(255, 255, 255, 255))
-    return np.asarray(im)
+        widths.append(measure.textlength(title, font=font))
+    panel_w = int(np.ceil(max(widths, default=0))) + 2 * pad
+    rows = (1 if title else 0) + len(entries)
+    panel_h = pad + rows * (size + pad) + (pad if title and entries else 0)
+    canvas = Image.new("RGB", (w + panel_w, max(h, panel_h)), PANEL_COLOUR)
+    canvas.paste(Image.fromarray(rgb), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x, y = w + pad, pad
+    if title:
+        draw.text((x, y), title, font=font, fill=(255, 255, 255))
+        y += size + 2 * pad
+    for name, colour in entries:
+        draw.rectangle([x, y, x + box, y + box], fill=tuple(int(c) for c in colour), outline=(255, 255, 255))
+        draw.text((x + box + pad, y), name, font=font, fill=(255, 255, 255))
+        y += size + pad
+    return np.asarray(canvas)
 
 
 def contact_sheet(
@@ -190,6 +210,9 @@ def contact_sheet(
 # ---------------------------------------------------------------- folder previews
 
 def _read_any(path: str) -> np.ndarray:
+    from .merge import image_size
+
+    image_size(path)  # the header is checked against the pixel limit before decoding
     try:
         if path.lower().endswith((".tif", ".tiff")):
             import tifffile
@@ -219,10 +242,23 @@ def _thumb(rgb: np.ndarray, thumb_size: int) -> np.ndarray:
 def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
                    thumb_size: int, overwrite: bool, shash: str) -> tuple[dict, np.ndarray | None]:
     """Write one overlay PNG; return its row and a thumbnail for the contact sheet."""
+    row, thumb = _preview_one(task, names=names, colours=colours, alpha=alpha, max_size=max_size,
+                              thumb_size=thumb_size, overwrite=overwrite, shash=shash)
+    row.setdefault("source", task.source)
+    row.setdefault("output", task.output)
+    return printable_row(row), thumb
+
+
+def _preview_one(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
+                 thumb_size: int, overwrite: bool, shash: str) -> tuple[dict, np.ndarray | None]:
     a = task.args
     row = {"image_id": a["image_id"], "mask": a["mask"], "image": a.get("image")}
     out = Path(task.output)
+    # the overlay records the settings and the identity of its image and label map
+    shash = settings_hash({"settings": shash, "inputs": inputs_digest([a.get("image"), a["mask"]])})
     try:
+        if a.get("error"):
+            raise InputError(a["error"])
         if not overwrite and made_with(out, shash):
             try:
                 row["status"] = "skipped"
@@ -234,6 +270,10 @@ def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float,
         labels = _read_any(a["mask"])
         if labels.ndim != 2:
             raise InputError(f"{a['mask']}: not a single-channel label map")
+        top = int(labels.max()) if labels.size else 0
+        if top >= len(names):
+            raise InputError(f"{a['mask']}: label map holds id {top} but the class table has {len(names)} "
+                             f"classes (ids 0-{len(names) - 1}); is it a label map of this numbering?")
         image = _read_any(a["image"])
         if image.shape[:2] != labels.shape:
             raise InputError(f"label map is {labels.shape[0]}x{labels.shape[1]} but the image {a['image']} is "
@@ -246,6 +286,27 @@ def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float,
         return row, None
     row["width"], row["height"] = int(rgb.shape[1]), int(rgb.shape[0])
     return row, _thumb(rgb, thumb_size)
+
+
+@dataclass
+class PreviewResult(BatchResult):
+    """A :class:`~csaws_tools.batch.BatchResult` plus the contact sheet written (``None``: none was)."""
+
+    contact_sheet: Path | None = None
+
+
+def _looks_like_images(path: Path, n_classes: int) -> str | None:
+    """Why the map at ``path`` looks like an image rather than a label map, or ``None``."""
+    try:
+        arr = _read_any(str(path))
+    except InputError:
+        return None
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        return "it is a colour image"
+    values = np.unique(arr)
+    if values.size and int(values[-1]) >= n_classes and values.size > n_classes:
+        return f"it has {values.size} grey levels up to {int(values[-1])}, not class ids 0-{n_classes - 1}"
+    return None
 
 
 def preview(
@@ -264,7 +325,7 @@ def preview(
     scheduler: str | None = None,
     shard: tuple[int, int] | None = None,
     batch_size: int | None = None,
-) -> BatchResult:
+) -> PreviewResult:
     """Overlay every label map under ``masks`` on its image under ``images``; write a contact sheet.
 
     Maps and images are paired by file stem (``<image id>``), wherever they
@@ -290,21 +351,40 @@ def preview(
             colours = [tuple(r["colour"]) for r in sorted(doc["classes"], key=lambda r: int(r["id"]))]
         else:
             names, colours = class_names("standard"), class_palette("standard")
+    # overlays are never written over an input: not into the image folder, not onto the map folder
+    refuse_output_in_input(out, [("--images", images), ("--masks", masks)], allow_inside=("--masks",))
     out = ensure_writable_dir(out)
+    remove_dead_temporaries(out)
     by_stem: dict[str, str] = {}
+    twice: dict[str, list[str]] = {}
     for p in sorted(images.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            by_stem.setdefault(p.stem, str(p))
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") \
+                and not _inside(p, out):
+            if p.stem in by_stem:
+                twice.setdefault(p.stem, [by_stem[p.stem]]).append(str(p))
+            else:
+                by_stem[p.stem] = str(p)
     maps = sorted(p for p in masks.rglob("*") if p.is_file() and p.suffix.lower() in (".png", ".tif", ".tiff")
                   and not p.name.startswith(".") and not _inside(p, out))
     if not maps:
         raise CsawsError(f"{masks}: no label maps (*.png, *.tif) found")
+    why = _looks_like_images(maps[0], len(names))
+    if why is not None:
+        raise SettingsError(f"{maps[0]}: --masks should hold label maps (merge-masks output) but {why}; "
+                            "were --images and --masks swapped?")
+    inputs = input_paths_set([*by_stem.values(), *(str(p) for p in maps)])
     tasks = []
     for p in maps:
         rel = p.relative_to(masks).with_suffix(".png")
+        error = None
+        if p.stem in twice:
+            error = f"image id {p.stem} found more than once under {images}: {' and '.join(twice[p.stem])}; " \
+                    "pass a narrower --images folder"
+        elif clashes_with_input(out / rel, inputs):
+            error = f"output {out / rel} is one of the input files; not overwriting it"
         tasks.append(Task(key=rel.as_posix(), source=str(p), output=str(out / rel),
                           args={"image_id": p.stem, "mask": str(p), "image": by_stem.get(p.stem),
-                                "title": rel.with_suffix("").as_posix()}))
+                                "title": rel.with_suffix("").as_posix(), "error": error}))
     settings = {"command": "preview", "alpha": alpha, "max_size": max_size, "names": names,
                 "colours": [list(c) for c in colours]}
     shash = settings_hash(settings)
@@ -325,11 +405,14 @@ def preview(
             except InputError:
                 pass
     items = [(t.key[:-4], thumbs[t.output]) for t in tasks if t.output in thumbs]
+    sheet_path = None
     if items:
         sheet = contact_sheet(items, thumb_size=thumb_size)
         name = "contact_sheet.png" if shard is None else f"contact_sheet.shard-{shard[0]:04d}-of-{shard[1]:04d}.png"
-        write_png(out / name, sheet)
-    return result
+        sheet_path = out / name
+        write_png(sheet_path, sheet)
+    return PreviewResult(rows=result.rows, manifest=result.manifest, interrupted=result.interrupted,
+                         contact_sheet=sheet_path)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -32,6 +32,15 @@ import numpy as np
 from .errors import InputError
 from .labels import class_token
 
+#: At most this many polygon vertices in one GeoJSON file (a real export has far fewer).
+MAX_VERTICES = 1_000_000
+#: Coordinates must lie within +-COORDINATE_LIMIT pixels (and be finite).
+COORDINATE_LIMIT = float(2**24)
+#: At most this many (edge, row) crossings when filling one class: bounds the work per file.
+MAX_CROSSINGS = 2**24
+#: Crossings computed at once (bounds temporary memory to tens of MB).
+CROSSINGS_PER_BLOCK = 1 << 20
+
 
 @dataclass
 class GeoJSONAnnotations:
@@ -94,6 +103,7 @@ def read_geojson(path: str | os.PathLike) -> GeoJSONAnnotations:
     result = GeoJSONAnnotations(path=path)
     grouped: dict[str, list] = defaultdict(list)
     unknown: dict[str, int] = defaultdict(int)
+    vertices = 0
     for i, feat in enumerate(features):
         if not isinstance(feat, dict) or not isinstance(feat.get("geometry"), dict):
             raise InputError(f"{path}: feature {i} has no geometry")
@@ -109,6 +119,15 @@ def read_geojson(path: str | os.PathLike) -> GeoJSONAnnotations:
             geom = to_shape(feat["geometry"])
         except Exception as exc:  # noqa: BLE001 - shapely raises several types for bad geometry
             raise InputError(f"{path}: feature {i} ({name}) has an invalid geometry ({exc})") from None
+        coords = shapely.get_coordinates(geom)
+        vertices += len(coords)
+        if vertices > MAX_VERTICES:
+            raise InputError(f"{path}: more than {MAX_VERTICES} vertices (feature {i}); "
+                             "not a plausible annotation export")
+        if coords.size and not (np.isfinite(coords).all() and np.abs(coords).max() <= COORDINATE_LIMIT):
+            bad = coords[~(np.isfinite(coords) & (np.abs(coords) <= COORDINATE_LIMIT))][0]
+            raise InputError(f"{path}: feature {i} ({name}) has a coordinate {bad} that is not a finite "
+                             f"pixel position within +-{COORDINATE_LIMIT:.0f}")
         areas = [g for g in _flatten(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
         result.not_areas += sum(1 for g in _flatten(geom) if g.geom_type not in ("Polygon", "MultiPolygon"))
         for g in areas:
@@ -175,18 +194,34 @@ def fill_rings(rings: list[np.ndarray], shape: tuple[int, int], out: np.ndarray 
     total = int(counts.sum())
     if total == 0:
         return mask
-    edge = np.repeat(np.arange(len(p0)), counts)
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    rows = r_start[edge] + offsets
-    yc = rows + 0.5
-    x0, x1 = p0[edge, 0], p1[edge, 0]
-    ya, yb = y0[edge], y1[edge]
-    x = x0 + (yc - ya) * (x1 - x0) / (yb - ya)
-    # pixel c is right of the crossing when c + 0.5 >= x
-    cols = np.clip(np.ceil(x - 0.5), 0, width).astype(np.int64)
-    r_min, r_max = int(rows.min()), int(rows.max()) + 1
+    if total > MAX_CROSSINGS:
+        raise ValueError(f"the outlines cross image rows {total} times, more than the limit of {MAX_CROSSINGS} "
+                         "(a polygon with very many long spikes?)")
+    used = counts > 0
+    r_min, r_max = int(r_start[used].min()), int(r_stop[used].max())
     toggles = np.zeros((r_max - r_min, width + 1), dtype=np.uint8)
-    np.add.at(toggles, (rows - r_min, cols), 1)
+    # edges in blocks of at most CROSSINGS_PER_BLOCK row crossings: bounded temporary memory
+    ends_cum = np.cumsum(counts)
+    first = 0
+    while first < len(p0):
+        last = int(np.searchsorted(ends_cum, ends_cum[first] - counts[first] + CROSSINGS_PER_BLOCK, side="right"))
+        last = max(last, first + 1)
+        sl = slice(first, last)
+        c = counts[sl]
+        n = int(c.sum())
+        first = last
+        if n == 0:
+            continue
+        edge = np.repeat(np.arange(sl.start, sl.stop), c)
+        offsets = np.arange(n) - np.repeat(np.cumsum(c) - c, c)
+        rows = r_start[edge] + offsets
+        yc = rows + 0.5
+        x0, x1 = p0[edge, 0], p1[edge, 0]
+        ya, yb = y0[edge], y1[edge]
+        x = x0 + (yc - ya) * (x1 - x0) / (yb - ya)
+        # pixel c is right of the crossing when c + 0.5 >= x
+        cols = np.clip(np.ceil(x - 0.5), 0, width).astype(np.int64)
+        np.add.at(toggles, (rows - r_min, cols), 1)
     inside = np.cumsum(toggles[:, :width], axis=1, dtype=np.uint8) & 1
     mask[r_min:r_max] |= inside.astype(bool)
     return mask
@@ -205,5 +240,8 @@ def rasterise_geometries(geometries: list, shape: tuple[int, int]) -> np.ndarray
 def rasterise_geojson(path: str | os.PathLike, shape: tuple[int, int]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Read a QuPath GeoJSON file and rasterise it: ({class token: bool mask}, warnings)."""
     ann = read_geojson(path)
-    masks = {token: rasterise_geometries(geoms, shape) for token, geoms in ann.geometries.items()}
+    try:
+        masks = {token: rasterise_geometries(geoms, shape) for token, geoms in ann.geometries.items()}
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return masks, ann.warnings()

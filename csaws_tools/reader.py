@@ -157,6 +157,23 @@ class PatchReader:
         return idx % n if n else idx, False
 
     def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read patches ``idx``; a corrupt chunk is an :class:`InputError` naming the file and the patch."""
+        try:
+            return self._read_raw(idx)
+        except (OSError, RuntimeError, ValueError) as first:
+            error: BaseException = first
+        for i in idx.tolist():  # find the patch whose chunk fails
+            try:
+                self._read_raw(np.asarray([i], dtype=idx.dtype))
+            except (OSError, RuntimeError, ValueError) as exc:
+                error, bad = exc, i
+                break
+        else:
+            bad = int(idx[0])
+        raise InputError(f"{self.path}: patch {bad} cannot be read (corrupt data? "
+                         f"{' '.join(str(error).split())})") from None
+
+    def _read_raw(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.size
         k = idx.size
         images = np.empty((k, s, s), dtype=np.uint8)

@@ -33,6 +33,7 @@ import concurrent.futures as cf
 import datetime
 import json
 import multiprocessing
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -474,7 +475,8 @@ def write_image(img: SampleImage, root: Path, size: tuple[int, int], seed: int) 
         for name in MASK_CLASSES:
             write_png(image_dir / f"{img.image_id}_{name}.png", _mask_png(phantom.masks[name]))
 
-    row = asdict(img)
+    # one vocabulary across manifests: patient_id, px_<class>
+    row = {("patient_id" if k == "pid" else k): v for k, v in asdict(img).items()}
     row.update(
         dicom=str(dcm_path.relative_to(root)), rows=rows, cols=cols,
         window_center=first_center, window_width=first_width,
@@ -482,7 +484,7 @@ def write_image(img: SampleImage, root: Path, size: tuple[int, int], seed: int) 
         transfer_syntax="1.2.840.10008.1.2.4.90" if img.jpeg2000 else "1.2.840.10008.1.2.1",
     )
     for name in MASK_CLASSES:
-        row[f"pixels_{name}"] = int(np.count_nonzero(phantom.masks[name]))
+        row[f"px_{name}"] = int(np.count_nonzero(phantom.masks[name]))
     return row
 
 
@@ -498,6 +500,11 @@ def _prepare_root(root: Path) -> None:
             raise OutputError(
                 f"{root}: folder is not empty and does not hold a previous sample; choose an empty or new folder"
             )
+        for name in _OWNED:
+            path = root / name
+            if path.is_symlink():
+                raise OutputError(f"{path}: is a symbolic link (to {os.readlink(path)}); a previous sample's "
+                                  "folders are replaced, never followed: remove the link or choose another folder")
         for name in _OWNED:
             path = root / name
             if path.is_dir():
@@ -551,6 +558,15 @@ def write_sample(
         raise ValueError("at most 1000 patients (ids are three digits)")
     size = _parse_size(size, full_size)
     root = Path(root)
+    try:
+        return _write_sample(root, seed, n_train_patients, n_test_patients, size, workers)
+    except OSError as exc:
+        where = exc.filename or root
+        raise OutputError(f"{where}: cannot write the sample ({exc.strerror or exc})") from None
+
+
+def _write_sample(root: Path, seed: int, n_train_patients: int, n_test_patients: int, size: tuple[int, int],
+                  workers: int) -> SampleInfo:
     _prepare_root(root)
     images = plan_sample(seed, n_train_patients, n_test_patients)
 

@@ -40,7 +40,8 @@ import numpy as np
 from . import __version__
 from .atomic import write_text_atomic
 from .classes import split_mask_stem
-from .errors import InputError
+from .errors import InputError, OutputError
+from .text import counted
 
 FORMAT = "csaws-splits/1"
 #: Protocol section 1: the 20 suggested validation patients.
@@ -140,13 +141,20 @@ def read_release_subsets(path: str | os.PathLike, groups: dict[str, list[str]]) 
             raise InputError(f"{path}: entry {n!r} is not an object of repetitions")
         subsets[str(n)] = {}
         for rep, pids in reps.items():
+            if not isinstance(pids, list):
+                raise InputError(f"{path}: subset {n}/{rep} should be a list of patient ids, not "
+                                 f"{type(pids).__name__} {str(pids)[:40]!r}")
             patients = []
             for p in pids:
+                if not isinstance(p, (str, int)) or isinstance(p, bool):
+                    raise InputError(f"{path}: subset {n}/{rep} holds {p!r}, not a patient id")
                 key = str(p)
                 if key not in groups and key.isdigit():
                     key = by_number.get(int(key), key)
                 if key not in groups:
                     raise InputError(f"{path}: subset {n}/{rep} names patient {p!r}, who has no training image here")
+                if key in patients:
+                    raise InputError(f"{path}: subset {n}/{rep} names patient {p!r} twice")
                 patients.append(key)
             images = sorted(i for p in patients for i in groups[p])
             subsets[str(n)][str(rep)] = {"seed": None, "patients": sorted(patients),
@@ -230,10 +238,11 @@ def make_splits(
                 raise InputError(
                     f"subset size {n} exceeds the {len(train_images)} training images "
                     f"({len(train)} patients); pass smaller --sizes (for example "
-                    f"{max(1, len(train_images) // 4)},{max(1, len(train_images) // 2)})"
+                    f"{max(1, len(train_images) // 3)},{max(1, 2 * len(train_images) // 3)})"
                 )
         if repetitions < 1:
             raise InputError(f"repetitions must be at least 1, not {repetitions}")
+        short: list[str] = []
         for rep in range(repetitions):
             rep_seed = _derived_seed(seed, 1, rep)
             order = np.random.default_rng(rep_seed).permutation(train).tolist()
@@ -241,13 +250,15 @@ def make_splits(
                 chosen = _fill(order, train_groups, n)
                 images = sorted(i for p in chosen for i in groups[p])
                 if len(images) < n:
-                    warnings.warn(
-                        f"subset N={n}, repetition {rep}: whole patients reach only {len(images)} images",
-                        stacklevel=2,
-                    )
+                    short.append(f"N={n} repetition {rep}: {counted(len(images), 'image')}")
                 subsets.setdefault(str(n), {})[str(rep)] = {
                     "seed": rep_seed, "patients": sorted(chosen), "images": images, "n_images": len(images),
                 }
+
+        if short:
+            warnings.warn(f"{len(short)} of {len(sizes) * repetitions} subsets hold fewer than N images, as "
+                          f"whole patients do not add up to exactly N ({'; '.join(short[:4])}"
+                          f"{'; ...' if len(short) > 4 else ''})", stacklevel=2)
 
     test_groups = _group(test)
     shared = sorted(set(groups) & set(test_groups))
@@ -275,11 +286,53 @@ def make_splits(
     }
 
 
+def check_output(path: str | os.PathLike, root: str | os.PathLike) -> None:
+    """Refuse an output that is one of the inputs read from ``root`` (the release splits, an image)."""
+    path, root = Path(path), Path(root)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name such as splits.json")
+    release = find_release_splits(root) if root.is_dir() else None
+    if release is not None and path.resolve() == release.resolve():
+        raise OutputError(f"{path}: is the release's split file, an input; choose another output file")
+    if path.suffix.lower() in (".png", ".tif", ".tiff", ".dcm"):
+        raise OutputError(f"{path}: is an image, not a splits file; choose another output file")
+
+
 def save_splits(splits: dict, path: str | os.PathLike) -> Path:
-    """Write ``splits`` as indented JSON, atomically."""
+    """Write ``splits`` as indented JSON, atomically; an unwritable place is an :class:`OutputError`."""
     path = Path(path)
-    write_text_atomic(path, json.dumps(splits, indent=1) + "\n")
+    try:
+        write_text_atomic(path, json.dumps(splits, indent=1) + "\n")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the splits file ({exc.strerror or exc})") from None
     return path
+
+
+def _check_structure(data: dict, name: object) -> None:
+    """Every split a list of image-id strings; every subset repetition an object with one."""
+    def ids(value, where: str) -> None:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"{name}: {where} should be a list of image ids, not {str(value)[:40]!r}")
+        if len(set(value)) != len(value):
+            raise InputError(f"{name}: {where} names an image twice")
+
+    for key in ("train", "val", "test"):
+        part = data.get(key)
+        if not isinstance(part, dict) or "images" not in part:
+            raise InputError(f"{name}: no {key!r} split with an 'images' list")
+        ids(part["images"], f"{key}.images")
+    subsets = data.get("subsets", {})
+    if not isinstance(subsets, dict):
+        raise InputError(f"{name}: 'subsets' should be an object of subset sizes")
+    for n, reps in subsets.items():
+        if not isinstance(reps, dict):
+            raise InputError(f"{name}: subset {n} should be an object of repetitions")
+        for r, rec in reps.items():
+            if not isinstance(rec, dict) or "images" not in rec:
+                raise InputError(f"{name}: subset {n}/{r} has no 'images' list")
+            ids(rec["images"], f"subsets.{n}.{r}.images")
 
 
 def load_splits(path: str | os.PathLike) -> dict:
@@ -293,6 +346,7 @@ def load_splits(path: str | os.PathLike) -> dict:
         raise InputError(f"{path}: not a JSON splits file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path}: not a splits file written by csaws-prepare splits (format {FORMAT})")
+    _check_structure(data, path)
     return data
 
 
@@ -303,6 +357,8 @@ def select_images(splits: dict | str | os.PathLike, split: str, repetition: int 
     """
     if not isinstance(splits, dict):
         splits = load_splits(splits)
+    else:
+        _check_structure(splits, "splits")
     split = str(split)
     if split in ("train", "val", "test"):
         ids = list(splits[split]["images"])

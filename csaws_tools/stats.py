@@ -22,6 +22,7 @@ import numpy as np
 
 from .classes import PAPER_CLASS_TABLE, class_names
 from .errors import CsawsError, InputError, one_line
+from .text import counted
 
 MAP_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -70,7 +71,15 @@ def count_ids(labels: np.ndarray, n_classes: int, block_pixels: int = 1 << 20) -
 
 def count_map(path: str | os.PathLike, n_classes: int) -> np.ndarray:
     """Pixel count per class id of one label map (``np.bincount``)."""
+    from .limits import check_pixels
+    from .merge import _header_shape
+
     path = str(path)
+    try:
+        shape = _header_shape(path)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input
+        raise InputError(f"{path}: cannot read label map ({one_line(exc)})") from None
+    check_pixels(shape, path)  # from the header, before decoding
     try:
         if path.lower().endswith((".tif", ".tiff")):
             import tifffile
@@ -171,8 +180,11 @@ def class_table(
             "n_images": len(idx),
         })
         if paper:
-            frame["paper_pixel_percent"] = [PAPER_CLASS_TABLE.get(nm, (np.nan, np.nan))[0] for nm in names]
-            frame["paper_image_percent"] = [PAPER_CLASS_TABLE.get(nm, (np.nan, np.nan))[1] for nm in names]
+            # the paper's table is of its training set: beside the training-set maps only
+            training = by != "split" or split.split("/")[0] in ("trainval", "train", "all")
+            table_of = PAPER_CLASS_TABLE if training else {}
+            frame["paper_pixel_percent"] = [table_of.get(nm, (np.nan, np.nan))[0] for nm in names]
+            frame["paper_image_percent"] = [table_of.get(nm, (np.nan, np.nan))[1] for nm in names]
         frame = frame.sort_values(["pixel_percent", "id"], ascending=[False, True], kind="stable")
         if by == "split":
             frame.insert(0, "split", split)
@@ -194,16 +206,17 @@ def _pct(v: float) -> str:
 
 def format_table(table: "pd.DataFrame") -> str:  # noqa: F821
     """The table as text, one block per split, with the paper's figures beside ours when present."""
-    paper = "paper_pixel_percent" in table.columns
     blocks = []
     splits = table["split"].unique() if "split" in table.columns else [None]
     for split in splits:
         part = table if split is None else table[table["split"] == split]
+        # the paper's figures are of its training set: shown beside that table only
+        paper = "paper_pixel_percent" in part.columns and bool(part["paper_pixel_percent"].notna().any())
         n_images = int(part["n_images"].iloc[0])
         header = f"{'class':<22}{'id':>4}{'% pixels':>11}{'% images':>11}"
         if paper:
             header += f"{'paper % px':>13}{'paper % img':>13}"
-        title = f"{n_images} label maps" + (f" in {split}" if split is not None else "")
+        title = counted(n_images, "label map") + (f" in {split}" if split is not None else "")
         lines = [title, header, "-" * len(header)]
         for r in part.itertuples(index=False):
             line = f"{r[part.columns.get_loc('class')]:<22}{r.id:>4}{_pct(r.pixel_percent):>11}{_pct(r.image_percent):>11}"

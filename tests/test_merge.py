@@ -300,7 +300,12 @@ def test_resume_skips_by_settings_hash(tmp_path):
     first = run(root, tmp_path / "out")
     out_file = tmp_path / "out" / "trainval" / "000_1.png"
     h = read_text(out_file)["csaws:settings"]
-    assert h == first.rows[0]["settings_hash"]
+    # the map records the hash of the run's settings and its inputs' identities
+    from csaws_tools.batch import settings_hash
+    from csaws_tools.guards import inputs_digest
+    a = first.rows[0]
+    inputs = [str(root / "anonymized_dataset" / "000" / "000_1.png"), None, *a["source_masks"]]
+    assert h == settings_hash({"settings": a["settings_hash"], "inputs": inputs_digest(inputs)})
     mtime = out_file.stat().st_mtime_ns
     again = run(root, tmp_path / "out")
     assert again.summary("merged") == "0 merged, 2 skipped, 0 failed"

@@ -206,7 +206,7 @@ def test_tiles_reassemble_into_the_image(dataset, tmp_path, layout):
 def test_background_tiles_dropped(dataset, tmp_path):
     _, arrays = dataset
     out = tmp_path / "t.h5"
-    write(dataset, out, tiles=True)
+    write(dataset, out, tiles=True, tile_drop="background")
     with PatchReader(out) as r:
         for image_id, (img, msk) in arrays.items():
             rows = r.rows_for(image_id)

@@ -30,10 +30,13 @@ def test_overlay_legend_and_downscale():
     plain = overlay(image, labels, legend=False, max_size=200)
     assert plain.shape == (200, 150, 3)
     assert plain[100, 20, 0] == 0 and plain[100, 100, 0] == 255
-    with_legend = overlay(image, labels, max_size=200)
-    # the legend panel (top left) changes pixels there; the rest of the image is the same
-    assert not np.array_equal(with_legend[:20, :60], plain[:20, :60])
-    assert np.array_equal(with_legend[100:, :], plain[100:, :])
+    with_legend = overlay(image, labels, max_size=200, title="000_1")
+    # the legend and title sit in a panel right of the image: the image itself is not covered
+    assert with_legend.shape[0] == 200 and with_legend.shape[1] > 150
+    assert np.array_equal(with_legend[:, :150], plain)
+    panel = with_legend[:, 150:]
+    cancer = np.all(panel == np.array(COLOURS["cancer"], np.uint8), axis=2)
+    assert cancer.sum() >= 25  # the legend's cancer swatch is drawn in the panel
 
 
 def test_overlay_size_mismatch():
@@ -75,7 +78,7 @@ def test_cli_preview_folder(tmp_path):
     assert res.exit_code == 1, res.output  # one map without an image
     assert "3 previewed, 0 skipped, 1 failed" in res.output
     out = read_png(tmp_path / "prev" / "trainval" / "000_1.png")
-    assert out.shape == (120, 90, 3)
+    assert out.shape[0] == 120 and out.shape[1] > 90  # the image, then the title and legend panel
     assert tuple(out[100, 5]) == (61, 61, 61)
     assert (tmp_path / "prev" / "contact_sheet.png").exists()
     frame = read_manifest(tmp_path / "prev" / "manifest.parquet")

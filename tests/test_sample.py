@@ -156,7 +156,7 @@ def test_sample_info_and_manifest(info):
     # the recorded pixel counts are the masks' own
     row = table.iloc[0]
     cancer = _mask(info.trainval_dir, row["image_id"], "cancer")
-    assert row["pixels_cancer"] == np.count_nonzero(cancer)
+    assert row["px_cancer"] == np.count_nonzero(cancer)
 
 
 # --------------------------------------------------------------------------- determinism

@@ -106,7 +106,7 @@ def test_given_validation_patients_and_errors():
 
 def test_unreachable_size_warns_and_stays_below():
     ids = ["a_1", "a_2", "b_1", "b_2", "c_1", "c_2", "v_1"]
-    with pytest.warns(UserWarning, match="reach only 4 images"):
+    with pytest.warns(UserWarning, match="N=5 repetition 0: 4 images"):
         s = make_splits(ids, val_patients=["v"], sizes=(5,), repetitions=1)
     assert s["subsets"]["5"]["0"]["n_images"] == 4
 

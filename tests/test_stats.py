@@ -47,6 +47,13 @@ def test_by_split(tmp_path):
     cons = t[t.split == "test/consensus"].set_index("class")
     assert cons.loc["cancer", "pixels"] == 1
     assert int(cons["n_images"].iloc[0]) == 1
+    # the paper's figures (its training set) are beside the training-set table only
+    assert tv["paper_pixel_percent"].notna().all() and cons["paper_pixel_percent"].isna().all()
+    text = format_table(t)
+    assert "1 label map in test/consensus" in text and "2 label maps in trainval" in text
+    consensus_block = text[text.index("in test/consensus"):].split("\n\n")[0]
+    trainval_block = text[text.index("in trainval"):].split("\n\n")[0]
+    assert "paper" not in consensus_block and "paper % px" in trainval_block
 
 
 def test_release_numbering_and_labels_json(tmp_path):
@@ -88,10 +95,21 @@ def test_cli_writes_csv_and_parquet(tmp_path):
     assert format_table(class_table(tmp_path / "maps", workers=1)).splitlines()[0] == "3 label maps"
 
 
-def test_stats_on_sample_against_direct_counts(sample_root, tmp_path):
+def test_stats_on_sample_against_direct_counts(sample_root, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from csaws_tools.cli import main
     from csaws_tools.merge import merge_masks
 
     merge_masks(sample_root, tmp_path / "maps", workers=2, progress=False)
+    # the table documented in docs/merge-masks.md is what the command prints on the default sample
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "merge-masks.md").read_text(encoding="utf-8")
+    start = doc.index("$ csaws-prepare stats maps/trainval")
+    documented = doc[doc.index("\n", start) + 1: doc.index("```", start)].rstrip("\n")
+    monkeypatch.chdir(tmp_path)
+    printed = CliRunner().invoke(main, ["stats", "maps/trainval", "-j", "1"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.rstrip("\n") == documented
     t = class_table(tmp_path / "maps" / "trainval", workers=2).set_index("class")
     files = sorted((tmp_path / "maps" / "trainval").glob("*.png"))
     stack = np.stack([read_png(p) for p in files])

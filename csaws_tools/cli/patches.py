@@ -51,12 +51,17 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
 
     \b
     Examples:
-      csaws-prepare splits CsawS -o splits.json
-      csaws-prepare splits SAMPLE/CsawS -o splits.json --sizes 4,8 --repetitions 3
+      csaws-prepare splits CsawS -o splits.json --sizes 2,4 --repetitions 3
       csaws-prepare splits CsawS -o release-splits.json --release-subsets
-    """
-    from ..splits import make_splits, save_splits
 
+    \b
+    The default --sizes (25,50,100,263) are the paper's and need the full release;
+    on the small sample (7 training images) use --sizes 2,4.
+    """
+    from ..splits import check_output, make_splits, save_splits
+    from ..text import counted
+
+    check_output(out, root)
     vp = None if val_patients is None else [p.strip() for p in val_patients.split(",") if p.strip()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -66,13 +71,15 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
         click.echo(f"warning: {w.message}", err=True)
     save_splits(data, out)
     click.echo(
-        f"train: {len(data['train']['patients'])} patients, {len(data['train']['images'])} images; "
-        f"val: {len(data['val']['patients'])} patients, {len(data['val']['images'])} images "
-        f"({data['validation']['rule']}); test: {len(data['test']['images'])} images"
+        f"train: {counted(len(data['train']['patients']), 'patient')}, "
+        f"{counted(len(data['train']['images']), 'image')}; "
+        f"val: {counted(len(data['val']['patients']), 'patient')}, {counted(len(data['val']['images']), 'image')} "
+        f"({data['validation']['rule']}); test: {counted(len(data['test']['images']), 'image')}"
     )
     for n, reps in data["subsets"].items():
         counts = sorted({r["n_images"] for r in reps.values()})
-        click.echo(f"subset {n}: {len(reps)} repetitions of {'/'.join(map(str, counts))} images")
+        click.echo(f"subset {n}: {counted(len(reps), 'repetition')} of {'/'.join(map(str, counts))} "
+                   f"image{'' if counts == [1] else 's'}")
     click.echo(f"written: {out}")
 
 
@@ -93,9 +100,11 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
               help="Seed of the centre draws (one per repetition gives the paper's 5 crop sets).")
 @click.option("--tiles", is_flag=True,
               help="Cut every image into non-overlapping tiles instead (test set); positions are recorded.")
-@click.option("--tile-drop", type=click.Choice(["background", "black", "none"]), default="background",
+@click.option("--tile-drop", type=click.Choice(["background", "black", "none"]), default="black",
               show_default=True,
-              help="Tiles dropped with --tiles: label map all background (protocol), image all black, or none.")
+              help="Tiles dropped with --tiles: 'black' drops tiles whose image is all black (the evaluation "
+                   "tiles: false positives anywhere in the breast are counted); 'background' drops tiles whose "
+                   "label map is all background (on consensus maps only tiles with cancer remain); 'none' keeps all.")
 @click.option("--splits", "splits_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A splits file (csaws-prepare splits) to pick the images from; needs --split.")
 @click.option("--split", default=None, metavar="NAME",
@@ -127,8 +136,8 @@ def patches(images, masks, out, size, per_class, classes, seed, tiles, tile_drop
     \b
     Examples:
       csaws-prepare patches --images CsawS/anonymized_dataset --masks maps/trainval -o rep0.h5 --seed 0
-      csaws-prepare patches --images CsawS --masks maps/trainval --splits splits.json --split 50 \\
-          --repetition 2 --seed 2 -o n50-rep2.h5
+      csaws-prepare patches --images CsawS --masks maps/trainval --splits splits.json --split 4 \\
+          --repetition 2 --seed 2 -o n4-rep2.h5
       csaws-prepare patches --images CsawS/test_data --masks maps/test/consensus --tiles -o test.h5
     """
     from ..errors import CsawsError

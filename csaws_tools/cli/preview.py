@@ -39,5 +39,8 @@ def preview(images, masks, out, alpha, max_size, thumb_size, numbering, workers,
     result = run(images, masks, out, alpha=alpha, max_size=max_size, thumb_size=thumb_size, numbering=numbering,
                  workers=workers, overwrite=overwrite, fail_fast=fail_fast, progress=not no_progress,
                  scheduler=scheduler, shard=shard, batch_size=batch_size)
-    click.echo(f"contact sheet: {result.manifest.parent / 'contact_sheet.png'}" if result.manifest else "")
+    if result.contact_sheet is not None:
+        click.echo(f"contact sheet: {result.contact_sheet}")
+    else:
+        click.echo("no contact sheet written (no overlay was made)")
     finish(result, "previewed")

@@ -55,7 +55,7 @@ def sample(out: Path, seed: int, patients: int, test_patients: int, size: tuple[
 
     \b
     Example:
-      csaws-prepare sample SAMPLE --seed 1 --patients 20 --workers 2
+      csaws-prepare sample SAMPLE --seed 1 --patients 8 --workers 2
     """
     from ..sample import check_size, write_sample
 
