@@ -176,18 +176,32 @@ def writer_is_dead(tmp: str | os.PathLike, now: float | None = None) -> bool:
     return started is not None and started > mtime + 1.0
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+def _is_temporary_of(tmp_name: str, name: str) -> bool:
+    """Whether ``tmp_name`` is a temporary that :func:`temporary_path` makes for the final ``name``."""
+    m = _TEMPORARY_NAME.match(tmp_name)
+    return m is not None and name.startswith(m["name"]) and (
+        m["name"] == name or len(os.fsencode(m["name"])) < len(os.fsencode(name)))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, name: str | None = None,
+                             recursive: bool = True) -> int:
     """Delete temporaries under ``folder`` whose writer has ended; return how many.
 
     Safe while other runs write into the same folder: a live writer's
     temporaries (see :func:`writer_is_dead`) are kept, and only names that
     :func:`temporary_path` makes are considered, never a user's file.
+    ``name`` limits it to the temporaries of one final file name (e.g.
+    ``p.h5``, whose folder may hold anything); ``recursive=False`` looks in
+    ``folder`` only.
     """
     n = 0
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    for tmp in folder.rglob(f".*{TMP_SUFFIX}"):
+    pattern = f".*{TMP_SUFFIX}"
+    for tmp in folder.rglob(pattern) if recursive else folder.glob(pattern):
+        if name is not None and not _is_temporary_of(tmp.name, name):
+            continue
         if not writer_is_dead(tmp):
             continue
         with contextlib.suppress(OSError):

@@ -149,7 +149,7 @@ def format_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def settings_hash(settings: dict) -> str:
+def settings_hash(settings: Any) -> str:
     """A short stable hash of the settings that determine an output.
 
     Canonical JSON (sorted keys) hashed with SHA-256, first 16 hex digits.
@@ -159,7 +159,12 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def task_hash(settings: dict, *inputs: str | os.PathLike, content: bool | None = None) -> str:
+def inputs_hash(inputs: Iterable[str | os.PathLike | None], content: bool | None = None) -> str:
+    """One short hash of the identities of ``inputs`` in order (``None``: an absent optional input)."""
+    return settings_hash([None if p is None else file_identity(p, content) for p in inputs])
+
+
+def task_hash(settings: Any, *inputs: str | os.PathLike | None, content: bool | None = None) -> str:
     """The settings hash of one output, covering the identity of the inputs it is made from.
 
     ``settings_hash`` of ``settings`` plus, for each input path, its
@@ -171,7 +176,7 @@ def task_hash(settings: dict, *inputs: str | os.PathLike, content: bool | None =
         digest = task_hash(settings, task.source)          # in a stage's worker
         if not overwrite and png.made_with(out, digest): ... skip ...
     """
-    return settings_hash({"settings": settings, "inputs": [file_identity(p, content) for p in inputs]})
+    return settings_hash({"settings": settings, "inputs": inputs_hash(inputs, content)})
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from .atomic import remove_stale_temporaries, write_text_atomic
 from .batch import (
     BatchResult,
     Task,
@@ -43,16 +43,14 @@ from .batch import (
     in_shard,
     run_batch,
     settings_hash,
+    task_hash,
 )
 from .classes import MAIN_CLASS, MASK_CLASSES, NUMBERINGS, labels_json, split_mask_stem
 from .errors import CsawsError, InputError, one_line
 from .guards import (
     clashes_with_input,
     input_paths_set,
-    inputs_digest,
-    printable_row,
     refuse_output_in_input,
-    remove_dead_temporaries,
 )
 from .labels import (
     LabelScheme,
@@ -494,7 +492,7 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
     row = _merge_one(task, numbering=numbering, scheme=scheme, strict=strict, overwrite=overwrite,
                      shash=shash, size=size)
     row.setdefault("source", task.source)
-    return printable_row(row)
+    return row
 
 
 def _merge_one(task: Task, *, numbering: str, scheme: str, strict: bool, overwrite: bool,
@@ -512,7 +510,7 @@ def _merge_one(task: Task, *, numbering: str, scheme: str, strict: bool, overwri
         out = Path(task.output)
         # the output records the settings and the identity of every input it was made from
         inputs = [a.get("image"), a.get("geojson"), *(a.get("source_masks") or [])]
-        shash = settings_hash({"settings": shash, "inputs": inputs_digest(inputs)})
+        shash = task_hash(shash, *inputs)
         if not overwrite and made_with(out, shash):
             existing = _read_existing(out)
             if existing is not None:
@@ -669,7 +667,7 @@ def merge_masks(
         else:
             safe.append(t)
     tasks = safe
-    remove_dead_temporaries(out)
+    remove_stale_temporaries(out)
     extra = []
     for r in problems:
         r = dict(r)
@@ -679,7 +677,7 @@ def merge_masks(
         else:
             key = r["source"]
         if in_shard(key, shard):
-            extra.append(printable_row(r))
+            extra.append(r)
     if scheme.is_identity:
         text = labels_json(numbering)
     else:

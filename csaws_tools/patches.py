@@ -44,10 +44,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale_temporaries
 from .batch import (
     BatchResult,
     Task,
+    escape_text,
+    inputs_hash,
+    needs_escape,
     read_manifest,
     run_batch,
     settings_hash,
@@ -55,7 +58,6 @@ from .batch import (
 )
 from .classes import ALL_CLASSES, class_ids, class_names, labels_json, split_mask_stem
 from .errors import DependencyError, InputError, OutputError, SettingsError, one_line
-from .guards import inputs_digest, printable, remove_dead_temporaries
 
 FORMAT = "csaws-patches/1"
 DEFAULT_SIZE = 512
@@ -234,8 +236,8 @@ def _index_pngs(folder: Path, what: str) -> tuple[dict[str, Path], list[str]]:
             continue
         if split_mask_stem(path.stem)[1] is not None:
             continue
-        if printable(str(path)) != str(path):
-            dups.append(f"{printable(str(path))} found: its name is not valid UTF-8 and cannot be stored as an "
+        if needs_escape(str(path)):
+            dups.append(f"{escape_text(str(path))} found: its name is not valid UTF-8 and cannot be stored as an "
                         "image id; rename it")
             continue
         if path.stem in found:
@@ -781,7 +783,7 @@ def write_patches(
                          level=level)
     ids_digest = hashlib.sha256("\n".join(p[0] for p in pairs).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     # the file covers every input's identity: an edited image or label map makes it stale
-    inputs = inputs_digest([p for _, ip, mp in pairs for p in (ip, mp)])
+    inputs = inputs_hash([p for _, ip, mp in pairs for p in (ip, mp)])
     settings = {
         "kind": "tiles" if tiles else "crops", "size": config.size,
         "per_class": None if tiles else config.per_class,
@@ -793,8 +795,8 @@ def write_patches(
     shash = settings_hash(settings)
     manifest = manifest_path_for(out)
 
-    remove_dead_temporaries(out.parent, name=out.name, recursive=False)
-    remove_dead_temporaries(out.parent, name=manifest.name, recursive=False)
+    remove_stale_temporaries(out.parent, name=out.name, recursive=False)
+    remove_stale_temporaries(out.parent, name=manifest.name, recursive=False)
     meta = {"settings": settings, "settings_hash": shash, "tool_version": __version__, "shard": None}
     existing = None if overwrite else read_file_attrs(out)
     if existing is not None and existing.get("settings_hash") == shash and int(existing.get("n_failed", 1)) == 0 \

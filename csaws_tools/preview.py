@@ -15,17 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
+from .atomic import remove_stale_temporaries
+from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash, task_hash
 from .classes import class_names
 from .classes import palette as class_palette
 from .errors import CsawsError, InputError, SettingsError, one_line
 from .guards import (
     clashes_with_input,
     input_paths_set,
-    inputs_digest,
-    printable_row,
     refuse_output_in_input,
-    remove_dead_temporaries,
 )
 from .png import SETTINGS_KEY, made_with, write_png
 
@@ -246,7 +244,7 @@ def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float,
                               thumb_size=thumb_size, overwrite=overwrite, shash=shash)
     row.setdefault("source", task.source)
     row.setdefault("output", task.output)
-    return printable_row(row), thumb
+    return row, thumb
 
 
 def _preview_one(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
@@ -255,7 +253,7 @@ def _preview_one(task: Task, *, names: list[str], colours: list, alpha: float, m
     row = {"image_id": a["image_id"], "mask": a["mask"], "image": a.get("image")}
     out = Path(task.output)
     # the overlay records the settings and the identity of its image and label map
-    shash = settings_hash({"settings": shash, "inputs": inputs_digest([a.get("image"), a["mask"]])})
+    shash = task_hash(shash, a.get("image"), a["mask"])
     try:
         if a.get("error"):
             raise InputError(a["error"])
@@ -354,7 +352,7 @@ def preview(
     # overlays are never written over an input: not into the image folder, not onto the map folder
     refuse_output_in_input(out, [("--images", images), ("--masks", masks)], allow_inside=("--masks",))
     out = ensure_writable_dir(out)
-    remove_dead_temporaries(out)
+    remove_stale_temporaries(out)
     by_stem: dict[str, str] = {}
     twice: dict[str, list[str]] = {}
     for p in sorted(images.rglob("*")):

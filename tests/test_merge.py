@@ -301,11 +301,10 @@ def test_resume_skips_by_settings_hash(tmp_path):
     out_file = tmp_path / "out" / "trainval" / "000_1.png"
     h = read_text(out_file)["csaws:settings"]
     # the map records the hash of the run's settings and its inputs' identities
-    from csaws_tools.batch import settings_hash
-    from csaws_tools.guards import inputs_digest
+    from csaws_tools.batch import task_hash
     a = first.rows[0]
     inputs = [str(root / "anonymized_dataset" / "000" / "000_1.png"), None, *a["source_masks"]]
-    assert h == settings_hash({"settings": a["settings_hash"], "inputs": inputs_digest(inputs)})
+    assert h == task_hash(a["settings_hash"], *inputs)
     mtime = out_file.stat().st_mtime_ns
     again = run(root, tmp_path / "out")
     assert again.summary("merged") == "0 merged, 2 skipped, 0 failed"
@@ -423,7 +422,7 @@ def test_cli(tmp_path):
     res = CliRunner().invoke(main, ["merge-masks", str(tmp_path / "CsawS"), "-o", str(tmp_path / "out"),
                                     "--workers", "1", "--no-progress", "--numbering", "release"])
     assert res.exit_code == 0, res.output
-    assert "2 merged, 0 skipped, 0 failed" in res.output
+    assert "2 converted, 0 skipped, 0 failed" in res.output
     assert np.array_equal(read_png(tmp_path / "out" / "trainval" / "000_1.png"), EXPECTED_RELEASE)
     res = CliRunner().invoke(main, ["merge-masks", str(tmp_path / "CsawS"), "-o", str(tmp_path / "o2"),
                                     "--labels", "keep:tumour"])

@@ -344,7 +344,7 @@ def test_cli_patches_prints_statistics(dataset, tmp_path):
             "--size", str(S), "--per-class", "2", "--no-progress", "-j", "1"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    assert "mammary_gland" in res.output and "patches written" in res.output and "4 read" in res.output
+    assert "mammary_gland" in res.output and "patches written" in res.output and "4 converted" in res.output
     with h5py.File(out, "r") as h5:
         assert h5.attrs["crops_per_class"] and h5.attrs["pixel_share"]
     res = CliRunner().invoke(main, args)

@@ -76,7 +76,7 @@ def test_cli_preview_folder(tmp_path):
     res = CliRunner().invoke(main, ["preview", "--images", str(tmp_path / "images"), "--masks", str(maps),
                                     "-o", str(tmp_path / "prev"), "-j", "1", "--no-progress"])
     assert res.exit_code == 1, res.output  # one map without an image
-    assert "3 previewed, 0 skipped, 1 failed" in res.output
+    assert "3 converted, 0 skipped, 1 failed" in res.output
     out = read_png(tmp_path / "prev" / "trainval" / "000_1.png")
     assert out.shape[0] == 120 and out.shape[1] > 90  # the image, then the title and legend panel
     assert tuple(out[100, 5]) == (61, 61, 61)
@@ -85,5 +85,5 @@ def test_cli_preview_folder(tmp_path):
     assert "no image named 999_1" in frame.set_index("image_id").loc["999_1", "error"]
     again = CliRunner().invoke(main, ["preview", "--images", str(tmp_path / "images"), "--masks", str(maps),
                                       "-o", str(tmp_path / "prev"), "-j", "1", "--no-progress"])
-    assert "0 previewed, 3 skipped, 1 failed" in again.output
+    assert "0 converted, 3 skipped, 1 failed" in again.output
     assert (tmp_path / "prev" / "contact_sheet.png").exists()

@@ -60,4 +60,4 @@ def merge_masks(root, out, numbering, labels, strict, size, workers, overwrite, 
     result = run(root, out, numbering=numbering, labels=labels, strict=strict, size=size, workers=workers,
                  overwrite=overwrite, fail_fast=fail_fast, progress=not no_progress, scheduler=scheduler,
                  shard=shard, batch_size=batch_size)
-    finish(result, "merged")
+    finish(result)

@@ -160,4 +160,4 @@ def patches(images, masks, out, size, per_class, classes, seed, tiles, tile_drop
         if padded:
             click.echo(f"{padded} image(s) smaller than the patch were padded with background")
         click.echo(f"{result.n_patches} patches written to {result.output}")
-    finish(result, "read")
+    finish(result)

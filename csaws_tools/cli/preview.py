@@ -43,4 +43,4 @@ def preview(images, masks, out, alpha, max_size, thumb_size, numbering, workers,
         click.echo(f"contact sheet: {result.contact_sheet}")
     else:
         click.echo("no contact sheet written (no overlay was made)")
-    finish(result, "previewed")
+    finish(result)
