@@ -299,3 +299,20 @@ def test_export_command_lines_print_one_summary_and_exit_by_outcome(sample_root,
     for args in (["export", "--help"], ["export", "nnunet", "--help"], ["export", "monai", "--help"]):
         res = runner.invoke(main, args)
         assert res.exit_code == 0 and "Example" in res.output
+
+
+@pytest.mark.parametrize("command", [["export"], ["export", "nnunet"], ["export", "monai"], ["check"]])
+def test_every_help_example_runs_on_the_default_sample(sample_root, maps, tmp_path, monkeypatch, command):
+    import shlex
+
+    (tmp_path / "CsawS").symlink_to(sample_root / "CsawS", target_is_directory=True)
+    (tmp_path / "maps").symlink_to(maps, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    text = runner.invoke(main, [*command, "--help"]).output
+    examples = [line.strip() for line in text.splitlines() if line.strip().startswith("csaws-prepare ")]
+    assert examples, f"no examples in {' '.join(command)} --help"
+    for example in examples:
+        args = shlex.split(example.split(">")[0])[1:]
+        res = runner.invoke(main, args)
+        assert res.exit_code == 0, f"{example}: {res.output}"
