@@ -381,7 +381,7 @@ def _judge(report: CheckReport, images: dict[tuple[str, str], list[Path]], group
                 sizes[p] = header_size(p)
             except InputError as exc:
                 msg, prefix = str(exc), printable(p) + ": "
-                report.add("unreadable", p, msg[len(prefix):] if msg.startswith(prefix) else msg)
+                report.add("unreadable", p, msg.removeprefix(prefix))
                 sizes[p] = None
         return sizes[p]
 
@@ -433,11 +433,11 @@ def _judge(report: CheckReport, images: dict[tuple[str, str], list[Path]], group
                     report.add("size_mismatch", p, f"mask is {got[0]}x{got[1]} but image "
                                f"{printable(image_paths[0])} is {ref[0]}x{ref[1]} (rows x columns)", g.image_id)
     for (split, image_id), paths in sorted(images.items()):
-        got = with_masks.get((split, image_id), set())
+        annotated = with_masks.get((split, image_id), set())
         if split == "test" and report.layout == "release":
-            for k in sorted(set(a for a in report.annotators) - {f"annotator_{a}" for a in got if a}):
+            for k in sorted(set(report.annotators) - {f"annotator_{a}" for a in annotated if a}):
                 report.add("image_without_masks", paths[0], f"test image {image_id} has no masks of {k}", image_id)
-        elif not got:
+        elif not annotated:
             report.add("image_without_masks", paths[0], f"image {image_id} has no class masks "
                        "(expected <image>_<class>.png beside it)", image_id)
     trainval = {patient_of(i) for s, i in images if s == "trainval"}
@@ -448,4 +448,4 @@ def _judge(report: CheckReport, images: dict[tuple[str, str], list[Path]], group
                                            "images are not independent of training")
 
 
-__all__ = ["CheckReport", "Finding", "KINDS", "check_dataset", "find_layout", "header_size", "printable"]
+__all__ = ["KINDS", "CheckReport", "Finding", "check_dataset", "find_layout", "header_size", "printable"]

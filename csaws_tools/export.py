@@ -76,7 +76,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 # ---------------------------------------------------------------- label schemes
 
-def export_scheme(spec: "str | LabelScheme") -> LabelScheme:
+def export_scheme(spec: str | LabelScheme) -> LabelScheme:
     """The label scheme of an export: ``with`` (all 12 classes), ``without`` (cancer vs background) or a spec."""
     if isinstance(spec, str) and spec.strip().lower() in LABEL_ALIASES:
         spec = LABEL_ALIASES[spec.strip().lower()]
@@ -330,7 +330,7 @@ def place_image(src: Path, dst: Path, *, link: bool, shash: str) -> str:
     fails or ``link`` is false); any other PNG is decoded and its first
     channel written (palette images through their grey values).
     """
-    rows, cols, depth, ctype = png_header(src)
+    _, _, depth, ctype = png_header(src)
     plain = ctype == 0 and depth in (8, 16)
     if plain:
         if dst.exists():
@@ -404,7 +404,7 @@ def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, o
     if a.get("error"):
         row.update(status="error", error=a["error"])
         return row
-    image, image_out = Path(a["image"]), Path(task.output)
+    image, image_out = Path(a["image"]), Path(str(task.output))
     label, label_out = (Path(a["label"]), Path(a["label_out"])) if a.get("label") else (None, None)
     if overwrite:
         for p in (image_out, label_out):
@@ -414,8 +414,8 @@ def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, o
     try:
         rows, cols, _, _ = png_header(image)
         labels = None
-        lhash = None
-        if label is not None:
+        lhash = ""
+        if label is not None and label_out is not None:
             lhash = settings_hash({"label": shash, "source": file_identity(label)})
             if not made_with(label_out, lhash):
                 mrows, mcols, _, _ = png_header(label)
@@ -424,7 +424,7 @@ def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, o
                                      f"{mrows}x{mcols}")
                 labels = remap_label(label, np.asarray(lut, dtype=np.uint8))
         how = place_image(image, image_out, link=link, shash=shash)
-        if labels is not None:
+        if labels is not None and label_out is not None:
             try:
                 write_png(label_out, labels, text={SETTINGS_KEY: lhash})
             except Exception:
@@ -498,7 +498,7 @@ def export_nnunet(
     *,
     dataset_id: int = DEFAULT_DATASET_ID,
     name: str = DEFAULT_NAME,
-    labels: "str | LabelScheme" = "with",
+    labels: str | LabelScheme = "with",
     normalization: str = DEFAULT_NORMALIZATION,
     test_labels: str = "consensus",
     splits: str | os.PathLike | dict | None = None,
@@ -630,8 +630,8 @@ def export_monai(
     problems = [p["error"] for p in plan.problems]
     good: dict[str, dict] = {}
     for c in plan.cases:
-        if c.error:
-            problems.append(c.error)
+        if c.error or c.image is None:
+            problems.append(c.error or f"no image {c.image_id}")
             continue
         try:
             rows, cols, _, _ = png_header(c.image)
@@ -653,7 +653,7 @@ def export_monai(
     train_ids = select_images(plan.splits, train_split, repetition)
     val_ids = plan.splits["val"]["images"] if train_split != "trainval" else []
     test_ids = [c.image_id for c in plan.cases if c.role == "test"]
-    written, k, lpath = maps_partition(maps)
+    _, k, lpath = maps_partition(maps)
     names = _maps_names(lpath, k)
     datalist = {
         "description": f"CSAW-S datalist from csaws-tools {__version__}: training split {train_split!r}"
@@ -680,6 +680,20 @@ def _maps_names(path: Path | None, k: int) -> list[str]:
         return [str(i) for i in range(k)]
 
 
-__all__ = ["DatalistResult", "ExportResult", "LABEL_ALIASES", "NORMALIZATIONS", "TEST_LABELS", "export_monai",
-           "export_nnunet", "export_scheme", "index_images", "label_lut", "make_folds", "maps_partition",
-           "place_image", "plan_cases", "png_header"]
+__all__ = [
+    "LABEL_ALIASES",
+    "NORMALIZATIONS",
+    "TEST_LABELS",
+    "DatalistResult",
+    "ExportResult",
+    "export_monai",
+    "export_nnunet",
+    "export_scheme",
+    "index_images",
+    "label_lut",
+    "make_folds",
+    "maps_partition",
+    "place_image",
+    "plan_cases",
+    "png_header",
+]

@@ -15,7 +15,7 @@ from PIL import Image
 from csaws_tools.classes import labels_json
 from csaws_tools.cli import main
 from csaws_tools.errors import InputError, OutputError
-from csaws_tools.export import export_monai, export_nnunet, label_lut, export_scheme
+from csaws_tools.export import export_monai, export_nnunet, export_scheme, label_lut
 from csaws_tools.png import write_png
 from csaws_tools.splits import make_splits, patient_of, save_splits
 
