@@ -548,9 +548,12 @@ def export_nnunet(
     result = run_batch(tasks, worker, manifest=folder / "manifest.parquet", settings=settings, workers=workers,
                        fail_fast=fail_fast, progress=progress, label="exporting to nnU-Net",
                        extra_rows=plan.problems)
+    if result.interrupted:  # dataset.json and the folds of the last complete run stay as they were
+        return ExportResult(rows=result.rows, manifest=result.manifest, interrupted=True, folder=folder,
+                            warnings=plan.warnings)
     done = [r for r in result.rows if r.get("status") in ("ok", "skipped") and r.get("case_id")]
     keep = {Path(r["output"]) for r in done} | {Path(r["label_output"]) for r in done if r.get("label_output")}
-    removed = 0 if result.interrupted else _remove_stale(folder, keep)
+    removed = _remove_stale(folder, keep)
 
     train_cases = {r["image_id"]: r["case_id"] for r in done if r["role"] == "train"}
     folds, fold_names = make_folds(plan.splits, train_cases)
@@ -568,7 +571,7 @@ def export_nnunet(
     write_text_atomic(folder / "dataset.json", json.dumps(dataset, indent=2) + "\n")
     write_text_atomic(folder / "splits_final.json", json.dumps(folds, indent=1) + "\n")
     test_cases = sorted(r["case_id"] for r in done if r["role"] == "test")
-    record.update(complete=not result.interrupted and result.failed == 0, folds=fold_names,
+    record.update(complete=result.failed == 0, folds=fold_names,
                   training_cases=len(train_cases), test_cases=len(test_cases),
                   test_labels_from=None if test_labels == "none" else f"MAPS/test/{test_labels}",
                   splits_rule=plan.splits.get("validation"))
@@ -628,6 +631,13 @@ def export_monai(
     base = Path(os.path.abspath(base))
     plan = plan_cases(maps, images, test_labels=test_labels, splits=splits, seed=seed)
     problems = [p["error"] for p in plan.problems]
+
+    def rel(path: Path) -> str:
+        try:
+            return os.path.relpath(os.path.abspath(path), base)
+        except ValueError:  # another drive (Windows): no relative path exists
+            return os.path.abspath(path)
+
     good: dict[str, dict] = {}
     for c in plan.cases:
         if c.error or c.image is None:
@@ -635,13 +645,13 @@ def export_monai(
             continue
         try:
             rows, cols, _, _ = png_header(c.image)
-            entry = {"image": os.path.relpath(os.path.abspath(c.image), base)}
+            entry = {"image": rel(c.image)}
             if c.label is not None:
                 mrows, mcols, _, _ = png_header(c.label)
                 if (mrows, mcols) != (rows, cols):
                     raise InputError(f"size mismatch: image {c.image} is {rows}x{cols} but label map {c.label} is "
                                      f"{mrows}x{mcols}")
-                entry["label"] = os.path.relpath(os.path.abspath(c.label), base)
+                entry["label"] = rel(c.label)
         except (InputError, OSError) as exc:
             problems.append(one_line(exc))
             continue

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from skimage import io as skio
 
 from csaws_tools.classes import labels_json
 from csaws_tools.cli import main
@@ -66,17 +67,18 @@ def check_nnunet_dataset(folder: Path) -> dict:
     for sub, cases in (("imagesTr", train), ("imagesTs", cases_of("imagesTs") if (folder / "imagesTs").is_dir() else {})):
         for case, chans in cases.items():
             assert chans == want, f"{sub}/{case}: channels {chans}, expected {want}"
-            with Image.open(folder / sub / f"{case}_0000{ending}") as im:
-                assert im.mode in ("L", "I;16", "I"), f"{case}: image mode {im.mode}, expected one grey channel"
-                shape = im.size
+            # nnU-Net's NaturalImage2DIO reads PNGs with skimage.io.imread: 2-D is one channel,
+            # 3-D is RGB(A) (a palette PNG comes back as RGB)
+            image = skio.imread(folder / sub / f"{case}_0000{ending}")
+            assert image.ndim == 2, f"{case}: image has shape {image.shape}, expected one grey channel"
             lab_dir = "labelsTr" if sub == "imagesTr" else "labelsTs"
             lab = folder / lab_dir / f"{case}{ending}"
             if sub == "imagesTs" and not lab.exists():
                 continue
-            with Image.open(lab) as im:
-                assert im.mode == "L", f"{lab}: mode {im.mode}; labels must be one plain channel (no palette)"
-                assert im.size == shape, f"{case}: label and image sizes differ"
-                found = set(np.unique(np.asarray(im)).tolist())
+            seg = skio.imread(lab)
+            assert seg.ndim == 2, f"{lab}: shape {seg.shape}; labels must be one plain channel (no palette)"
+            assert seg.shape == image.shape, f"{case}: label and image sizes differ"
+            found = set(np.unique(seg).tolist())
             assert found <= set(values), f"{lab}: unexpected labels {found - set(values)}"
     return ds
 

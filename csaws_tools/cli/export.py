@@ -99,6 +99,11 @@ def nnunet(maps, images, out, dataset_id, name, labels, normalization, test_labe
         click.echo(f"removed {result.removed} case file(s) of an earlier export")
     click.echo(f"dataset: {result.folder}")
     click.echo(f"manifest: {result.manifest}")
+    if not result.interrupted and result.folder is not None:
+        name = result.folder.name
+        click.echo(f"next: nnUNetv2_plan_and_preprocess -d {dataset_id} --verify_dataset_integrity")
+        click.echo(f"      cp {result.folder / 'splits_final.json'} \"$nnUNet_preprocessed/{name}/\"")
+        click.echo(f"      nnUNetv2_train {dataset_id} 2d 0")
     sys.exit(result.exit_code)
 
 
