@@ -245,9 +245,11 @@ def plan_cases(maps: str | os.PathLike, images: str | os.PathLike, *, test_label
     train_maps = _map_ids(trainval_dir)
     if not train_maps:
         raise InputError(f"{trainval_dir}: no label maps (*.png)")
-    test_maps, _ = _test_maps(maps, test_labels)
+    test_maps, test_folder = _test_maps(maps, test_labels)
     index, dups = index_images(images, exclude=[maps, *exclude])
     plan = ExportPlan(cases=[], splits={})
+    if test_folder is not None and not test_folder.is_dir() and (maps / "test").is_dir():
+        plan.warnings.append(f"no {test_folder}: no test cases are exported (pick another --test-labels)")
     for d in dups:
         plan.problems.append({"source": d.split(" found")[0], "status": "error", "error": d})
 
@@ -416,12 +418,12 @@ def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, o
         labels = None
         lhash = ""
         if label is not None and label_out is not None:
+            mrows, mcols, _, _ = png_header(label)
+            if (mrows, mcols) != (rows, cols):  # checked on every run: the image may have changed
+                raise InputError(f"size mismatch: image {image} is {rows}x{cols} but label map {label} is "
+                                 f"{mrows}x{mcols}")
             lhash = settings_hash({"label": shash, "source": file_identity(label)})
             if not made_with(label_out, lhash):
-                mrows, mcols, _, _ = png_header(label)
-                if (mrows, mcols) != (rows, cols):
-                    raise InputError(f"size mismatch: image {image} is {rows}x{cols} but label map {label} is "
-                                     f"{mrows}x{mcols}")
                 labels = remap_label(label, np.asarray(lut, dtype=np.uint8))
         how = place_image(image, image_out, link=link, shash=shash)
         if labels is not None and label_out is not None:

@@ -318,3 +318,15 @@ def test_every_help_example_runs_on_the_default_sample(sample_root, maps, tmp_pa
         args = shlex.split(example.split(">")[0])[1:]
         res = runner.invoke(main, args)
         assert res.exit_code == 0, f"{example}: {res.output}"
+
+
+def test_a_rerun_notices_an_image_replaced_by_one_of_another_size(tmp_path):
+    maps, images = _tiny(tmp_path)
+    assert export_nnunet(maps, images, tmp_path / "raw", workers=1, progress=False).failed == 0
+    (images / "101_1.png").unlink()
+    write_png(images / "101_1.png", np.zeros((16, 16), np.uint8))
+    result = export_nnunet(maps, images, tmp_path / "raw", workers=1, progress=False)
+    assert result.failed == 1 and "size mismatch" in next(r["error"] for r in result.rows if r["status"] == "error")
+    folder = tmp_path / "raw" / "Dataset501_CSAWS"
+    assert check_nnunet_dataset(folder)["numTraining"] == 3
+    assert not (folder / "labelsTr" / "101_1.png").exists()
