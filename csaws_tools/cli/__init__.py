@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "train": "train:train",
     "manifest": "manifest:manifest",
     "demo": "demo:demo",
+    "export": "export:export",
+    "check": "check:check",
 }
 
 
