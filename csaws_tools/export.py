@@ -551,7 +551,8 @@ def export_nnunet(
                        fail_fast=fail_fast, progress=progress, label="exporting to nnU-Net",
                        extra_rows=plan.problems)
     if result.interrupted:  # dataset.json and the folds of the last complete run stay as they were
-        return ExportResult(rows=result.rows, manifest=result.manifest, interrupted=True, folder=folder,
+        return ExportResult(rows=result.rows, manifest=result.manifest, interrupted=True, seconds=result.seconds,
+                            folder=folder,
                             warnings=plan.warnings)
     done = [r for r in result.rows if r.get("status") in ("ok", "skipped") and r.get("case_id")]
     keep = {Path(r["output"]) for r in done} | {Path(r["label_output"]) for r in done if r.get("label_output")}
@@ -579,6 +580,7 @@ def export_nnunet(
                   splits_rule=plan.splits.get("validation"))
     write_text_atomic(folder / EXPORT_RECORD, json.dumps(record, indent=1) + "\n")
     return ExportResult(rows=result.rows, manifest=result.manifest, interrupted=result.interrupted,
+                        seconds=result.seconds,
                         folder=folder, dataset_json=dataset, folds=folds, fold_names=fold_names,
                         warnings=plan.warnings, removed=removed)
 

@@ -824,12 +824,13 @@ def write_patches(
                                         manifest=None, workers=workers, fail_fast=fail_fast, progress=progress,
                                         scheduler=scheduler, batch_size=batch_size, error_rows=error_rows)
     except _Stopped as stop:  # interrupted: the temporary file is removed, nothing looks complete
-        return PatchesResult(rows=stop.result.rows, manifest=None, interrupted=True, output=None)
+        return PatchesResult(rows=stop.result.rows, manifest=None, interrupted=True, output=None,
+                             seconds=stop.result.seconds)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write the patches file ({exc.strerror or one_line(exc)})") from None
     # the manifest describes the file: written only once the file is in place
     _write_manifest(manifest, result.rows, meta)
-    return PatchesResult(rows=result.rows, manifest=manifest, output=out, **stats)
+    return PatchesResult(rows=result.rows, manifest=manifest, output=out, seconds=result.seconds, **stats)
 
 
 def _manifest_hash(path: Path) -> str | None:

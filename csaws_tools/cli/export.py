@@ -93,7 +93,7 @@ def nnunet(maps, images, out, dataset_id, name, labels, normalization, test_labe
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     ds = result.dataset_json or {}
-    click.echo(f"{result.summary('exported')}; {ds.get('numTraining', 0)} training cases, "
+    click.echo(f"{result.summary(timing=True)}; {ds.get('numTraining', 0)} training cases, "
                f"{len(ds.get('labels', {}))} labels, {len(result.folds or [])} fold(s)")
     if result.removed:
         click.echo(f"removed {result.removed} case file(s) of an earlier export")
