@@ -402,7 +402,7 @@ class _stderr_to_file:
 
 
 def _add_note(notes: list[str], text: str) -> None:
-    text = one_line(text)
+    text = " ".join(str(text).split())
     if len(text) > 200:
         text = text[:197] + "..."
     if text and text not in notes and len(notes) < 20:
@@ -605,14 +605,16 @@ def _check_image(ds, info: dict, frame: int | None, colour: str = "convert",
     check_pixels((rows, cols), "the file")  # one frame is decoded at a time
     tsyntax = _transfer_syntax(ds)
     if info.get("present") and (tsyntax is None or (tsyntax.is_transfer_syntax and not tsyntax.is_encapsulated)):
-        bits = rows * cols * frames * spp * alloc
+        # native YBR_FULL_422 stores two samples per pixel (PS3.3 C.7.6.3.1.2)
+        samples = 2 if pi == "YBR_FULL_422" and spp == 3 else spp
+        bits = rows * cols * frames * samples * alloc
         expected = (bits + 7) // 8
         length = info["length"] if info["length"] != 0xFFFFFFFF else expected
         available = min(length, info["available"])
         if available < expected:
             raise InputError(
                 f"pixel data is truncated: the file holds {available} bytes where {rows} rows x {cols} columns "
-                f"x {frames} frame(s) x {spp} sample(s) x {alloc} bits need {expected}"
+                f"x {frames} frame(s) x {samples} sample(s) x {alloc} bits need {expected}"
             )
     return ImageInfo(frames=frames, samples=spp, photometric=pi, colour=is_colour)
 
