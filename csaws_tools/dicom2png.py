@@ -511,10 +511,10 @@ def header_fields(ds) -> dict:
 
 def _sop_class_name(ds) -> str:
     uid = ds.get("SOPClassUID")
-    if uid is None:
+    if uid is None or uid == "":
         return "unknown SOP class"
-    name = getattr(uid, "name", str(uid))
-    return str(name)
+    name = " ".join(str(getattr(uid, "name", uid)).split()).encode("ascii", "backslashreplace").decode()
+    return name if len(name) <= 80 else name[:77] + "..."
 
 
 def _int(ds, keyword: str, default: int | None = None) -> int | None:
@@ -569,6 +569,20 @@ def _check_image(ds, info: dict, frame: int | None, colour: str = "convert",
         raise InputError(f"Rows {rows} x Columns {cols} is an empty image")
     if alloc not in (1, 8, 16, 32, 64):
         raise InputError(f"Bits Allocated {alloc} is not supported (1, 8, 16, 32 or 64)")
+    stored = _int(ds, "BitsStored", alloc)
+    assert stored is not None
+    if not 1 <= stored <= alloc:
+        raise InputError(f"Bits Stored {stored} does not fit Bits Allocated {alloc} (PS3.3 C.7.6.3.1)")
+    if _int(ds, "PixelRepresentation", 0) not in (0, 1):
+        raise InputError(f"Pixel Representation {ds.get('PixelRepresentation')} is neither 0 (unsigned) nor 1 (signed)")
+    tsyntax = _transfer_syntax(ds)
+    if tsyntax is not None and tsyntax.is_transfer_syntax and tsyntax.is_encapsulated:
+        # Compressed pixel data: Bits Allocated 8 or 16 (RLE also 32), PS3.5 8.2 and G. Codecs given
+        # anything else have been seen to abort the process instead of raising.
+        allowed = (8, 16, 32) if str(tsyntax) == "1.2.840.10008.1.2.5" else (8, 16)
+        if alloc not in allowed:
+            raise InputError(f"Bits Allocated {alloc} is not valid for {tsyntax.name} pixel data "
+                             f"({' or '.join(map(str, allowed))})")
     spp = _int(ds, "SamplesPerPixel", 1)
     assert spp is not None
     pi = str(ds.get("PhotometricInterpretation") or "").strip().upper()
@@ -603,7 +617,6 @@ def _check_image(ds, info: dict, frame: int | None, colour: str = "convert",
     if frame is not None and frames > 1 and not 0 <= frame < frames:
         raise InputError(f"frame {frame} does not exist: the file has {frames} frame(s) (0..{frames - 1})")
     check_pixels((rows, cols), "the file")  # one frame is decoded at a time
-    tsyntax = _transfer_syntax(ds)
     if info.get("present") and (tsyntax is None or (tsyntax.is_transfer_syntax and not tsyntax.is_encapsulated)):
         # native YBR_FULL_422 stores two samples per pixel (PS3.3 C.7.6.3.1.2)
         samples = 2 if pi == "YBR_FULL_422" and spp == 3 else spp
@@ -649,28 +662,25 @@ def _gdcm_available() -> bool:
     return True
 
 
-def _codestream_size(fh, info: dict) -> tuple[int, int] | None:
+def _codestream_size(fh, offset: int) -> tuple[int, int] | None:
     """(rows, columns) that the first compressed frame's own header claims, or None when not found.
 
-    Reads at most 64 KiB after the Pixel Data element and looks for a JPEG
-    2000 SIZ marker segment (ISO/IEC 15444-1 A.5.1) or a JPEG / JPEG-LS start
-    of frame (ISO/IEC 10918-1 B.2.2), so a tiny file that claims a huge image
-    is refused before a decoder allocates it.
+    Reads at most 64 KiB of the first fragment (at ``offset``) and parses a
+    JPEG 2000 SIZ marker segment (ISO/IEC 15444-1 A.5.1) or a JPEG / JPEG-LS
+    start of frame (ISO/IEC 10918-1 B.2.2), so a tiny file that claims a huge
+    image is refused before a decoder allocates it.
     """
-    offset = info.get("offset")
-    if offset is None:
-        return None
     pos = fh.tell()
     try:
         fh.seek(offset)
         data = fh.read(1 << 16)
     finally:
         fh.seek(pos)
-    i = data.find(b"\xff\x4f\xff\x51")  # SOC + SIZ
-    if i >= 0 and len(data) >= i + 4 + 2 + 2 + 16:
+    i = data.find(b"\xff\x4f\xff\x51")  # SOC + SIZ (a raw codestream, or inside a JP2 box)
+    if i >= 0 and (i == 0 or data[4:8] == b"jP  ") and len(data) >= i + 24:
         xsiz, ysiz, xo, yo = struct.unpack(">IIII", data[i + 8 : i + 24])
         return max(ysiz - yo, 0), max(xsiz - xo, 0)
-    i = data.find(b"\xff\xd8")  # SOI, then the first SOFn
+    i = 0 if data[:2] == b"\xff\xd8" else -1  # SOI, then the first SOFn
     while 0 <= i < len(data) - 9:
         j = data.find(b"\xff", i + 2)
         if j < 0 or j + 9 > len(data):
@@ -681,6 +691,49 @@ def _codestream_size(fh, info: dict) -> tuple[int, int] | None:
             return rows, cols
         i = j if marker in (0xFF, 0x00, 0xD8) or 0xD0 <= marker <= 0xD7 else j + 2 + struct.unpack(">H", data[j + 2 : j + 4])[0] - 2
     return None
+
+
+def _check_fragments(fh, info: dict, frames: int) -> int | None:
+    """Walk the items of encapsulated pixel data (PS3.5 A.4) without reading them; return where the first fragment starts.
+
+    Raises :class:`InputError` when the file ends inside the pixel data, an
+    item is malformed, or there are fewer fragments than frames. Codecs
+    handed a truncated codestream can spend tens of seconds and gigabytes
+    before failing; this costs one small read per fragment.
+    """
+    if info.get("length") != 0xFFFFFFFF or info.get("offset") is None:
+        return None  # not the undefined-length sequence of items: left to pydicom
+    end = os.fstat(fh.fileno()).st_size
+    pos, items = info["offset"], 0
+    saved = fh.tell()
+    try:
+        while True:
+            fh.seek(pos)
+            head = fh.read(8)
+            if len(head) < 8:
+                if pos == end and items > 1:  # ends right after the last fragment: no delimiter, nothing lost
+                    break
+                raise InputError("compressed pixel data is truncated: the file ends before its sequence delimiter")
+            group, elem, length = struct.unpack("<HHL", head)
+            if (group, elem) == (0xFFFE, 0xE0DD):
+                break
+            if (group, elem) != (0xFFFE, 0xE000):
+                raise InputError(f"compressed pixel data is malformed: item tag ({group:04X},{elem:04X}) where "
+                                 "(FFFE,E000) or the sequence delimiter (FFFE,E0DD) belongs")
+            if length == 0xFFFFFFFF or pos + 8 + length > end:
+                raise InputError(f"compressed pixel data is truncated: item {items} claims {length} bytes but the "
+                                 f"file ends {end - pos - 8} bytes later")
+            pos += 8 + length
+            items += 1
+    finally:
+        fh.seek(saved)
+    fragments = items - 1  # the first item is the Basic Offset Table
+    if fragments < frames:
+        raise InputError(f"compressed pixel data holds {max(fragments, 0)} fragment(s) for {frames} frame(s)")
+    fh.seek(info["offset"] + 4)
+    bot = struct.unpack("<L", fh.read(4))[0]
+    fh.seek(saved)
+    return info["offset"] + 8 + bot + 8
 
 
 def _apply_frame_voi(ds, frame: int | None) -> None:
@@ -739,10 +792,15 @@ def load_image(
         _check_codec(ds)
         index = frame if image.frames > 1 else None
         tsyntax = _transfer_syntax(ds)
-        if tsyntax is not None and tsyntax.is_encapsulated:
-            size = _codestream_size(fh, info)
+        if tsyntax is not None and tsyntax.is_encapsulated and info.get("present"):
+            first = _check_fragments(fh, info, image.frames)
+            size = _codestream_size(fh, first) if first is not None else None
             if size is not None:
                 check_pixels(size, "the compressed frame")
+                if size != (int(ds.Rows), int(ds.Columns)):
+                    # decoders (GDCM) have been seen to abort the process on such a mismatch
+                    raise InputError(f"the compressed frame is {size[0]} x {size[1]} but the header says "
+                                     f"{int(ds.Rows)} x {int(ds.Columns)} (Rows x Columns)")
         _apply_frame_voi(ds, index)
         arr = _decode(fh, path, ds, tsyntax, index, image)
     if image.colour and image.photometric != "PALETTE COLOR":
@@ -764,7 +822,10 @@ def _decode(fh, path, ds, tsyntax, index: int | None, image: ImageInfo) -> np.nd
         return _decode_pixels(fh, tsyntax, index, **kwargs)
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
         first = _first_reason(exc)
-    if tsyntax is not None and tsyntax.is_encapsulated and _gdcm_available():
+        refused = "does not support" in str(exc)
+    # GDCM directly only for what pydicom's plugins refuse to try (12-bit JPEG Extended), not for
+    # data they tried and found corrupt: GDCM then takes far longer and more memory to fail.
+    if tsyntax is not None and tsyntax.is_encapsulated and refused and _gdcm_available():
         try:
             return _decode_gdcm(path, ds, index, image)
         except InputError:
@@ -780,8 +841,17 @@ def _first_reason(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].startswith("Unable to decode"):
         lines = lines[1:]
-    text = lines[0] if lines else type(exc).__name__
+    useful = [ln for ln in lines if "'NoneType' object" not in ln] or lines  # GDCM's binding says nothing useful
+    text = _clean(useful[0]) if useful else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+_OBJECT_REPR = __import__("re").compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _clean(text: str) -> str:
+    """Drop object addresses (``<_io.BytesIO object at 0x7f..>``) so messages are the same on every run."""
+    return _OBJECT_REPR.sub("the data", text)
 
 
 def _decode_pixels(fh, tsyntax, index: int | None, **kwargs: Any) -> np.ndarray:
@@ -800,10 +870,13 @@ def _decode_pixels(fh, tsyntax, index: int | None, **kwargs: Any) -> np.ndarray:
     if tsyntax is None or not tsyntax.is_encapsulated:
         fh.seek(0)
         return pixel_array(fh, index=index, **kwargs)
-    plugins = [""]  # "": every available plugin, in pydicom's order
+    available = list(get_decoder(tsyntax).available_plugins)
     preferred = _PREFERRED_PLUGINS.get(str(tsyntax))
-    if preferred is not None and preferred in get_decoder(tsyntax).available_plugins:
-        plugins.insert(0, preferred)
+    if preferred in available:  # tried first; every plugin is tried once
+        available.remove(preferred)
+        available.insert(0, preferred)
+    plugins = available or [""]
+    first: Exception | None = None
     for plugin in plugins:
         fh.seek(0)
         try:
@@ -814,10 +887,10 @@ def _decode_pixels(fh, tsyntax, index: int | None, **kwargs: Any) -> np.ndarray:
                 return next(frames)
             finally:
                 frames.close()
-        except Exception:  # noqa: BLE001 - retried with every plugin; the last failure is reported
-            if plugin == plugins[-1]:
-                raise
-    raise AssertionError("unreachable")
+        except Exception as exc:  # noqa: BLE001 - retried with every plugin; the first failure is reported
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 def _decode_deflated(fh, ds, index: int | None, kwargs: dict) -> np.ndarray:
@@ -1100,7 +1173,7 @@ def convert_file(
     except MemoryError:
         row.update(status="error", error="out of memory while decoding (lower --max-pixels or --workers)")
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
-        row.update(status="error", error=f"{type(exc).__name__}: {one_line(exc)}"[:500])
+        row.update(status="error", error=_clean(f"cannot read the file ({one_line(exc)})")[:500])
     row["warnings"] = "; ".join(notes) or None
     row["seconds"] = time.perf_counter() - start
     return row
