@@ -452,17 +452,25 @@ def _read_header(fh) -> tuple[Any, dict]:
     head = fh.read(12)
     fh.seek(pos)
     if len(head) >= 8:
-        end = "<" if not known or tsyntax is None or tsyntax.is_little_endian else ">"
+        # the encoding pydicom actually found (a file may say explicit VR and be implicit)
+        implicit, little = getattr(ds, "original_encoding", (None, None))
+        if little is None:
+            little = not known or tsyntax is None or tsyntax.is_little_endian
+        if implicit is None:
+            implicit = known and tsyntax is not None and tsyntax.is_implicit_VR
+        end = "<" if little else ">"
         group, elem = struct.unpack(f"{end}HH", head[:4])
         if (group, elem) in _PIXEL_TAGS:
-            explicit = not known or tsyntax is None or not tsyntax.is_implicit_VR
+            explicit = not implicit
+            mixed = explicit and not head[4:6].isalpha()  # an implicit VR element inside explicit VR data
+            explicit = explicit and not mixed
             if explicit and len(head) >= 12:
                 length, header_len = struct.unpack(f"{end}L", head[8:12])[0], 12
             else:
                 length, header_len = struct.unpack(f"{end}L", head[4:8])[0], 8
             size = os.fstat(fh.fileno()).st_size
             info = {"present": True, "length": length, "available": size - pos - header_len,
-                    "offset": pos + header_len}
+                    "offset": pos + header_len, "mixed": mixed}
     return ds, info
 
 
@@ -802,7 +810,7 @@ def load_image(
                     raise InputError(f"the compressed frame is {size[0]} x {size[1]} but the header says "
                                      f"{int(ds.Rows)} x {int(ds.Columns)} (Rows x Columns)")
         _apply_frame_voi(ds, index)
-        arr = _decode(fh, path, ds, tsyntax, index, image)
+        arr = _decode(fh, path, ds, tsyntax, index, image, whole=bool(info.get("mixed")))
     if image.colour and image.photometric != "PALETTE COLOR":
         if arr.ndim != 3 or arr.shape[-1] != 3:
             raise InputError(f"decoded colour pixel data has shape {arr.shape}, expected (rows, columns, 3)")
@@ -813,10 +821,13 @@ def load_image(
     return arr, ds
 
 
-def _decode(fh, path, ds, tsyntax, index: int | None, image: ImageInfo) -> np.ndarray:
-    """Decode with pydicom; for what its plugins refuse, GDCM directly; one short message when all fail."""
+def _decode(fh, path, ds, tsyntax, index: int | None, image: ImageInfo, whole: bool = False) -> np.ndarray:
+    """Decode with pydicom; for what its plugins refuse, GDCM directly; one short message when all fail.
+
+    ``whole``: decode through the dataset pydicom reads (the file's encoding is mixed).
+    """
     kwargs: dict[str, Any] = {"photometric_interpretation": image.photometric}
-    if tsyntax is not None and str(tsyntax) == _DEFLATED:
+    if whole or (tsyntax is not None and (str(tsyntax) == _DEFLATED or _encoding_differs(ds, tsyntax))):
         return _decode_deflated(fh, ds, index, kwargs)
     try:
         return _decode_pixels(fh, tsyntax, index, **kwargs)
@@ -893,8 +904,21 @@ def _decode_pixels(fh, tsyntax, index: int | None, **kwargs: Any) -> np.ndarray:
     raise first
 
 
+def _encoding_differs(ds, tsyntax) -> bool:
+    """Whether the dataset is encoded otherwise than its transfer syntax says (pydicom read it anyway)."""
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or not tsyntax.is_transfer_syntax or tsyntax.is_deflated:
+        return False
+    return bool(implicit) != bool(tsyntax.is_implicit_VR) or bool(little) != bool(tsyntax.is_little_endian)
+
+
 def _decode_deflated(fh, ds, index: int | None, kwargs: dict) -> np.ndarray:
-    """Deflated Explicit VR Little Endian (PS3.5 A.5): inflate the whole dataset with pydicom, then decode."""
+    """Decode through the whole dataset read by pydicom.
+
+    For Deflated Explicit VR Little Endian (PS3.5 A.5), whose bytes must be
+    inflated first, and for files encoded otherwise than their transfer
+    syntax says (pydicom's reader copes; decoding from the file does not).
+    """
     from pydicom.pixels import pixel_array
 
     fh.seek(0)
@@ -1291,7 +1315,9 @@ def plan(
                 stem = found.relative.stem
             ds, frames = (None, 1)
             if template is not None or frame is not None:
-                ds, frames = _frames_in(found.path, template)
+                with warnings.catch_warnings():  # invalid values are reported by the file's own row
+                    warnings.simplefilter("ignore")
+                    ds, frames = _frames_in(found.path, template)
             if frames > 1 and frame is not None:
                 wanted = range(frames) if frame == FRAME_ALL else [int(frame)]
             else:
