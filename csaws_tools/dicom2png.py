@@ -99,6 +99,8 @@ _CODECS: dict[str, tuple[str, str | None]] = {
 }
 _CODEC_PACKAGES: dict[str, str] = {uid: packages for uid, (packages, _) in _CODECS.items()}
 _PREFERRED_PLUGINS: dict[str, str] = {uid: plugin for uid, (_, plugin) in _CODECS.items() if plugin}
+#: Compressed transfer syntaxes that ``gdcm.ImageReader`` decodes (used directly for what pydicom refuses).
+_GDCM_DECODES = frozenset(uid for uid in _CODECS if not uid.startswith("1.2.840.10008.1.2.4.20"))
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10 8.6)
 _SR_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
@@ -656,7 +658,7 @@ def _check_codec(ds) -> None:
         decoder = get_decoder(tsyntax)
     except NotImplementedError:
         raise MissingCodecError(f"pixel data in {_ts_name(tsyntax)} cannot be decoded: no decoder supports it") from None
-    if not decoder.is_available and not (tsyntax.is_encapsulated and _gdcm_available()):
+    if not decoder.is_available and not (str(tsyntax) in _GDCM_DECODES and _gdcm_available()):
         packages = _CODEC_PACKAGES.get(str(tsyntax), "python-gdcm")
         raise MissingCodecError(f"no decoder installed for {_ts_name(tsyntax)} pixel data: pip install {packages}")
 

@@ -337,6 +337,7 @@ def test_library_messages_go_to_the_file_row_not_stderr(shared_data, tmp_path):
 
 def test_rgb_and_ybr_become_rgb_png_like_pydicom(tmp_path):
     for name in ("examples_rgb_color.dcm", "SC_rgb_dcmtk_+eb+cy+n1.dcm", "SC_ybr_full_422_uncompressed.dcm",
+                 "SC_rgb_jpeg.dcm",  # its Pixel Data element is implicit VR inside explicit VR data
                  "SC_rgb_rle_16bit.dcm"):
         src = installed(name)
         row = convert_one(tmp_path / name, src)
