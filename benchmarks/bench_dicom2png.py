@@ -143,9 +143,12 @@ def rss_growth(path: Path, target: Path) -> float:
 def measure(path: Path, tmp: Path, repeat: int) -> dict:
     import pydicom
     from PIL import Image
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    from pydicom.pixels import iter_pixels, pixel_array
+    from pydicom.pixels import (
+        apply_modality_lut,
+        apply_voi_lut,
+        iter_pixels,
+        pixel_array,
+    )
 
     from csaws_tools.dicom2png import _PREFERRED_PLUGINS
 
@@ -263,7 +266,7 @@ def main() -> None:
             synthetic = synthetic_mammogram(tmp / "synthetic_MG_4096x3328.dcm")
             files += [synthetic, *compressed_copies(synthetic)]
         results = [measure(p, tmp, args.repeat) for p in files]
-        ms = lambda v: f"{v * 1000:7.1f}"  # noqa: E731
+        ms = lambda v: f"{v * 1000:7.1f}"
         print("times in ms, best of", args.repeat, "runs, one process")
         header = (f"{'image':<30} {'size':>10} {'raw dec':>7} {'decode':>7} {'window':>7} {'encode':>7} {'floor':>7} {'whole':>7} "
                   f"{'whole/floor':>11} {'pyd VOI':>7} {'x':>5} {'Pillow':>7} {'x':>5} {'KB ours':>8} "

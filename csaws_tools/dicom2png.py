@@ -204,7 +204,8 @@ def _walk(top: Path, base: Path, excluded: Path | None, seen: dict[tuple[int, in
         rel = PurePosixPath(top.relative_to(base).as_posix())
         yield Found(top, rel, True, note=f"cannot list the folder ({exc.strerror or one_line(exc)})")
         return
-    files, dirs = [], []
+    files: list[Path] = []
+    dirs: list[Path] = []
     for entry in entries:
         if entry.name.startswith("."):
             continue
@@ -602,9 +603,7 @@ def _check_image(ds, info: dict, frame: int | None, colour: str = "convert",
         ds.PhotometricInterpretation = pi
         _add_note(notes, "Photometric Interpretation (0028,0004) is missing; assumed MONOCHROME2 (1 sample per pixel)")
     is_colour = pi in _COLOUR
-    if pi in _GREY and spp == 1:
-        pass
-    elif is_colour and colour == "convert" and ((pi == "PALETTE COLOR" and spp == 1) or (pi != "PALETTE COLOR" and spp == 3)):
+    if pi in _GREY and spp == 1 or is_colour and colour == "convert" and ((pi == "PALETTE COLOR" and spp == 1) or (pi != "PALETTE COLOR" and spp == 3)):
         pass
     elif is_colour and colour == "refuse":
         raise InputError(
@@ -666,7 +665,7 @@ def _check_codec(ds) -> None:
 @functools.lru_cache(maxsize=1)
 def _gdcm_available() -> bool:
     try:
-        import gdcm  # noqa: F401
+        import gdcm  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         return False
     return True
@@ -789,7 +788,7 @@ def load_image(
     """
     notes = notes if notes is not None else []
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise InputError(f"cannot read the file ({exc.strerror or one_line(exc)})") from None
     with fh:
@@ -949,7 +948,7 @@ def _decode_gdcm(path, ds, index: int | None, image: ImageInfo) -> np.ndarray:
     GDCM decodes. GDCM decodes every frame at once, so the whole volume is
     checked against the max-pixels limit first.
     """
-    import gdcm
+    import gdcm  # type: ignore[import-untyped]
 
     rows, cols = int(ds.Rows), int(ds.Columns)
     check_pixels((image.frames, rows, cols, image.samples), "the file (every frame, decoded at once by GDCM)")
@@ -1090,8 +1089,9 @@ def render_colour(image: np.ndarray, ds) -> tuple[np.ndarray, dict]:
     else:
         top = float(2 ** min(max(bits, 1), 32) - 1)
         out = np.empty(rgb.shape, dtype=np.uint8)
-        flat_in, flat_out = rgb.reshape(rgb.shape[0], -1), out.reshape(out.shape[0], -1)
-        step = max(1, (1 << 20) // max(1, flat_in.shape[1] * 4))
+        n_rows = int(rgb.shape[0])
+        flat_in, flat_out = rgb.reshape(n_rows, -1), out.reshape(n_rows, -1)
+        step = max(1, (1 << 20) // max(1, int(flat_in.shape[-1]) * 4))
         for start in range(0, flat_in.shape[0], step):
             block = flat_in[start : start + step].astype(np.float32)
             block *= np.float32(255.0 / top)

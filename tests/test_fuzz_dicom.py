@@ -20,11 +20,11 @@ import pydicom
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from csaws_tools import dicom2png as d2p  # noqa: E402
-from csaws_tools.batch import read_manifest  # noqa: E402
+from csaws_tools import dicom2png as d2p
+from csaws_tools.batch import read_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -133,7 +133,7 @@ def test_mutated_corpus_in_a_batch_under_a_memory_limit(seeds, tmp_path):
         "               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "    print('peak_kib', peak)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+    proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
