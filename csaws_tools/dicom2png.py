@@ -33,6 +33,7 @@ import string
 import struct
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -373,34 +374,59 @@ def captured(notes: list[str]) -> Iterator[None]:
 
 
 class _stderr_to_file:
-    """Point file descriptor 2 at a temporary file; the lines written meanwhile are in the list ``__enter__`` returns."""
+    """Point file descriptor 2 at a temporary file; the lines written meanwhile are in the list ``__enter__`` returns.
+
+    Safe with threads (a threaded Dask worker): the first thread in redirects,
+    the last one out restores, under a lock, so stderr is never left pointing
+    at a closed file; lines written while two threads convert at once may be
+    attributed to either file.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _tmp: Any = None
+    _saved: int | None = None
 
     def __enter__(self) -> list[str]:
         self.lines: list[str] = []
-        self.saved = None
-        try:
-            sys.stderr.flush()
-            self.tmp = tempfile.TemporaryFile()
-            self.saved = os.dup(2)
-            os.dup2(self.tmp.fileno(), 2)
-        except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): leave it alone
-            if self.saved is not None:
-                os.close(self.saved)
-            self.saved = None
+        self.start: int | None = None
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                try:
+                    sys.stderr.flush()
+                    tmp = tempfile.TemporaryFile()
+                    saved = os.dup(2)
+                    try:
+                        os.dup2(tmp.fileno(), 2)
+                    except OSError:
+                        os.close(saved)
+                        tmp.close()
+                        raise
+                except (OSError, ValueError, AttributeError):  # no usable fd 2: leave it alone
+                    return self.lines
+                cls._tmp, cls._saved = tmp, saved
+            cls._depth += 1
+            self.start = os.fstat(cls._tmp.fileno()).st_size
         return self.lines
 
     def __exit__(self, *exc) -> None:
-        if self.saved is None:
+        if self.start is None:
             return
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        self.tmp.seek(0)
-        data = self.tmp.read(_CAPTURE_LIMIT)
-        self.tmp.close()
+        cls = type(self)
+        with cls._lock:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            data = os.pread(cls._tmp.fileno(), _CAPTURE_LIMIT, self.start)
+            cls._depth -= 1
+            if cls._depth == 0:
+                assert cls._saved is not None
+                os.dup2(cls._saved, 2)
+                os.close(cls._saved)
+                cls._tmp.close()
+                cls._tmp, cls._saved = None, None
         self.lines.extend(line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip())
 
 

@@ -503,3 +503,18 @@ def test_folder_without_dicom_exits_1_and_says_so(tmp_path):
     assert res.exit_code == 1
     assert "0 converted, 2 skipped, 0 failed" in res.stdout
     assert f"no DICOM image found in {tmp_path / 'in'} (2 file(s) looked at" in res.stderr
+
+
+def test_stderr_capture_is_safe_with_threads(tmp_path):
+    """Concurrent conversions in threads capture codec lines and leave stderr working afterwards."""
+    import concurrent.futures as cf
+
+    src = installed("JPEG-lossy.dcm")
+    before = os.fstat(2)
+    with cf.ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(lambda k: d2p.convert_file(src, tmp_path / f"{k}.png", d2p.Options(fallback="minmax")),
+                             range(8)))
+    assert all(r["status"] == "ok" for r in rows)
+    assert any("Unsupported JPEG data precision 12" in (r["warnings"] or "") for r in rows)
+    after = os.fstat(2)  # fd 2 is the same file again, not a capture file
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
