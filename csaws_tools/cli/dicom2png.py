@@ -51,7 +51,7 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--name", "name_template", metavar="TEMPLATE", default=None,
               help="Name outputs from DICOM keywords instead of input paths, e.g. "
                    "'{PatientID}/{PatientID}_{InstanceNumber:04d}' ('.png' is added; {stem} is the "
-                   "input's name). Values are sanitised to letters, digits and . _ + -, so names "
+                   "input's name, {frame} the frame number). Values are sanitised to letters, digits and . _ + -, so names "
                    "stay inside OUT.")
 @batch_options
 @handle_errors
