@@ -3,11 +3,13 @@
 For each image (the real files in ``../shared/data/dicom/bench`` and a
 synthetic full-size 4096 x 3328, 12-bit uncompressed mammogram made here):
 
-* decode: header check + pydicom decode (:func:`csaws_tools.dicom2png.load_image`)
+* raw decode: the codec alone through pydicom (``iter_pixels`` with the plugin
+  dicom2png tries first), no checks: the decode floor
+* decode: header checks (fragment walk, codestream size) + decode (:func:`csaws_tools.dicom2png.load_image`)
 * window: our float32 Modality + VOI + mapping (:func:`csaws_tools.voi.render`)
 * encode: the fastest PNG encoder we have (:func:`csaws_tools.png.encode_png`)
-* floor = decode + window + encode; whole = :func:`convert_file` (writes the PNG);
-  goal whole / floor <= 1.3
+* floor = raw decode + window + encode; whole = :func:`convert_file` (checks, decode,
+  window, PNG written atomically, warnings captured); goal whole / floor <= 1.3
 * pydicom ``apply_modality_lut`` + ``apply_voi_lut`` against our window step
 * Pillow's default PNG encoder against ours (time and size)
 * peak traced memory of one conversion / decoded image size (goal < 4), and the
@@ -19,7 +21,9 @@ compressed (the codecs of many real mammograms).
 
 and the throughput of a batch with 1 and 2 worker processes.
 
-Run: ``python benchmarks/bench_dicom2png.py [--repeat 3] [--batch 8]``.
+Run: ``python benchmarks/bench_dicom2png.py [--repeat 3] [--batch 8] [--quick]``
+(``--quick``: the real files only, JPEG 2000 lossless ``RG3_J2KR`` included; no
+synthetic image, no throughput).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from csaws_tools.png import encode_png
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "data" / "dicom" / "bench"
+REAL_J2K = ROOT.parent / "shared" / "data" / "dicom" / "real" / "RG3_J2KR.dcm"
 
 
 def best(fn, repeat: int) -> tuple[float, object]:
@@ -138,16 +143,37 @@ def rss_growth(path: Path, target: Path) -> float:
 def measure(path: Path, tmp: Path, repeat: int) -> dict:
     import pydicom
     from PIL import Image
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import (
+        apply_modality_lut,
+        apply_voi_lut,
+        iter_pixels,
+        pixel_array,
+    )
+
+    from csaws_tools.dicom2png import _PREFERRED_PLUGINS
 
     options = Options()
     t_dec, (img, ds) = best(lambda: load_image(path), repeat)
+    tsyntax = ds.file_meta.TransferSyntaxUID
+
+    def raw_decode():
+        if not tsyntax.is_encapsulated:
+            return pixel_array(path)
+        frames = iter_pixels(path, decoding_plugin=_PREFERRED_PLUGINS.get(str(tsyntax), ""))
+        try:
+            return next(frames)
+        finally:
+            frames.close()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_raw, _ = best(raw_decode, repeat)
     modality = voi.modality_from_dataset(ds)
     chosen = voi.select_voi(ds)
     inv = voi.inverted(ds)
     t_win, out = best(lambda: voi.render(img, modality, chosen, invert=inv), repeat)
     t_enc, png = best(lambda: encode_png(out, text={"csaws:settings": "0" * 16}), repeat)
-    floor = t_dec + t_win + t_enc
+    floor = t_raw + t_win + t_enc
     target = tmp / (path.stem + ".png")
     t_whole, row = best(lambda: convert_file(path, target, options, overwrite=True), repeat)
     assert row["status"] == "ok", row["error"]
@@ -173,7 +199,7 @@ def measure(path: Path, tmp: Path, repeat: int) -> dict:
         "name": path.name,
         "size": f"{img.shape[0]}x{img.shape[1]}",
         "syntax": str(ds.file_meta.TransferSyntaxUID.name)[:22],
-        "decode": t_dec, "window": t_win, "encode": t_enc, "floor": floor, "whole": t_whole,
+        "raw": t_raw, "decode": t_dec, "window": t_win, "encode": t_enc, "floor": floor, "whole": t_whole,
         "ratio": t_whole / floor, "pydicom_voi": t_pyd, "voi_speedup": t_pyd / t_win,
         "pillow": t_pil, "png_speedup": t_pil / t_enc, "png_kb": len(png) / 1024, "pillow_kb": len(pil_png) / 1024,
         "peak_x": peak / img.nbytes, "rss_x": rss / img.nbytes,
@@ -226,26 +252,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     parser.add_argument("--batch", type=int, default=8, help="full-size images in the throughput batch")
+    parser.add_argument("--quick", action="store_true", help="real files only: no synthetic image, no throughput")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        synthetic = synthetic_mammogram(tmp / "synthetic_MG_4096x3328.dcm")
         files = sorted(BENCH.glob("*.dcm")) if BENCH.is_dir() else []
+        if REAL_J2K.is_file():
+            files.append(REAL_J2K)
         if not files:
             print(f"(no real files at {BENCH}; synthetic image only)")
-        results = [measure(p, tmp, args.repeat) for p in [*files, synthetic, *compressed_copies(synthetic)]]
-        ms = lambda v: f"{v * 1000:7.1f}"  # noqa: E731
+        synthetic = None
+        if not args.quick or not files:
+            synthetic = synthetic_mammogram(tmp / "synthetic_MG_4096x3328.dcm")
+            files += [synthetic, *compressed_copies(synthetic)]
+        results = [measure(p, tmp, args.repeat) for p in files]
+        ms = lambda v: f"{v * 1000:7.1f}"
         print("times in ms, best of", args.repeat, "runs, one process")
-        header = (f"{'image':<30} {'size':>10} {'decode':>7} {'window':>7} {'encode':>7} {'floor':>7} {'whole':>7} "
+        header = (f"{'image':<30} {'size':>10} {'raw dec':>7} {'decode':>7} {'window':>7} {'encode':>7} {'floor':>7} {'whole':>7} "
                   f"{'whole/floor':>11} {'pyd VOI':>7} {'x':>5} {'Pillow':>7} {'x':>5} {'KB ours':>8} "
                   f"{'KB Pil':>8} {'peak/img':>8} {'RSS/img':>7}")
         print(header)
         print("-" * len(header))
         for r in results:
-            print(f"{r['name']:<30} {r['size']:>10} {ms(r['decode'])} {ms(r['window'])} {ms(r['encode'])} "
+            print(f"{r['name']:<30} {r['size']:>10} {ms(r['raw'])} {ms(r['decode'])} {ms(r['window'])} {ms(r['encode'])} "
                   f"{ms(r['floor'])} {ms(r['whole'])} {r['ratio']:>11.2f} {ms(r['pydicom_voi'])} "
                   f"{r['voi_speedup']:>5.1f} {ms(r['pillow'])} {r['png_speedup']:>5.1f} {r['png_kb']:>8.0f} "
                   f"{r['pillow_kb']:>8.0f} {r['peak_x']:>8.2f} {r['rss_x']:>7.2f}")
+        if synthetic is None:
+            return
         rates = throughput(synthetic, tmp, args.batch)
         control = machine_scaling()
         print(f"\nthroughput, {args.batch} full-size images: 1 worker {rates[1]:.2f} img/s, "

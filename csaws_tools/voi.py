@@ -81,31 +81,35 @@ class LUT:
         return self.data[idx]
 
 
-def lut_from_item(item, *, little_endian: bool = True, signed_input: bool = False) -> LUT:
+def lut_from_item(item, *, little_endian: bool = True, signed_input: bool = False, what: str = "LUT") -> LUT:
     """Read a LUT from a Modality or VOI LUT Sequence item (LUT Descriptor + LUT Data).
 
     The descriptor's first value 0 means 65536 entries; its second value is
-    signed when the input is (``signed_input``), PS3.3 C.11.2.1.1.
+    signed when the input is (``signed_input``), PS3.3 C.11.2.1.1. ``what``
+    names the sequence in messages ("Modality LUT Sequence (0028,3000)").
     """
     desc = item.get("LUTDescriptor")
     if desc is None or "LUTData" not in item or item.LUTData is None:
-        raise InputError("LUT item without LUT Descriptor or LUT Data")
-    desc = [int(v) for v in desc]
+        raise InputError(f"{what} item without LUT Descriptor or LUT Data")
+    try:
+        desc = [int(v) for v in (desc if isinstance(desc, (list, tuple)) or type(desc).__name__ == "MultiValue" else [desc])]
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: LUT Descriptor {desc!r} is not three numbers") from None
     if len(desc) != 3:
-        raise InputError(f"LUT Descriptor has {len(desc)} values, expected 3")
+        raise InputError(f"{what}: LUT Descriptor has {len(desc)} values, expected 3")
     n, first, bits = desc
     n = n or 65536
     if signed_input and first >= 32768:
         first -= 65536
     if not 1 <= bits <= 16:
-        raise InputError(f"LUT Descriptor gives {bits} bits per entry; 1 to 16 are supported")
+        raise InputError(f"{what}: LUT Descriptor gives {bits} bits per entry; 1 to 16 are supported")
     raw = item.LUTData
     if isinstance(raw, (bytes, bytearray)):
         values = np.frombuffer(raw, dtype="<u2" if little_endian else ">u2")
     else:
         values = np.atleast_1d(np.asarray(raw, dtype=np.int64))
     if len(values) < n:
-        raise InputError(f"LUT Data has {len(values)} entries where the LUT Descriptor says {n}")
+        raise InputError(f"{what}: LUT Data has {len(values)} entries where the LUT Descriptor says {n}")
     data = values[:n].astype(np.float64)
     explanation = item.get("LUTExplanation")
     return LUT(data=data, first_mapped=first, bits=bits, explanation=str(explanation) if explanation else None)
@@ -157,7 +161,8 @@ def modality_from_dataset(ds) -> Modality:
     lo, hi = stored_range(bits, signed)
     seq = ds.get("ModalityLUTSequence")
     if seq:
-        lut = lut_from_item(seq[0], little_endian=_little_endian(ds), signed_input=signed)
+        lut = lut_from_item(seq[0], little_endian=_little_endian(ds), signed_input=signed,
+                            what="Modality LUT Sequence (0028,3000)")
         return Modality(kind="lut", lut=lut, out_min=0.0, out_max=lut.out_max)
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope is not None and intercept is not None and slope != "" and intercept != "":
@@ -252,7 +257,7 @@ def voi_luts_in(ds, modality: Modality | None = None) -> list[LUT]:
         return []
     modality = modality or modality_from_dataset(ds)
     little = _little_endian(ds)
-    luts = [lut_from_item(item, little_endian=little) for item in seq]
+    luts = [lut_from_item(item, little_endian=little, what="VOI LUT Sequence (0028,3010)") for item in seq]
     if modality.kind == "lut" or modality.out_min >= 0:
         return luts
     return [
@@ -342,18 +347,81 @@ def select_voi(
     return VOI(kind="fallback", reason=reason)
 
 
+def padding_range(ds) -> tuple[int, int] | None:
+    """The stored values that are pixel padding, inclusive, or None (PS3.3 C.7.5.1.1.2).
+
+    Pixel Padding Value alone pads one value; with Pixel Padding Range Limit
+    every value between the two (in either order). Both are stored values
+    (before the Modality LUT), with the image's signedness: a value read as
+    unsigned from a signed image is taken as its two's complement.
+    """
+    value = ds.get("PixelPaddingValue")
+    if value is None or value == "":
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    try:
+        a = int(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value)
+        b = a if limit is None or limit == "" else int(
+            limit[0] if isinstance(limit, (list, tuple)) or type(limit).__name__ == "MultiValue" else limit)
+    except (TypeError, ValueError, IndexError):
+        raise InputError(f"Pixel Padding Value {value!r} / Range Limit {limit!r} are not whole numbers") from None
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        alloc = int(ds.get("BitsAllocated") or 16)
+        half = 1 << (alloc - 1) if alloc in (8, 16, 32) else 1 << 15
+        a, b = (v - 2 * half if v >= half else v for v in (a, b))
+    return (a, b) if a <= b else (b, a)
+
+
+def padding_mask(block: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
+    """Boolean mask of the padding pixels of ``block``."""
+    lo, hi = padding
+    if lo == hi:
+        return block == lo
+    return (block >= lo) & (block <= hi)
+
+
+def blank_padding(image: np.ndarray, out: np.ndarray, padding: tuple[int, int]) -> int:
+    """Set the output of every padding pixel to 0 (black, the background); return how many there were.
+
+    Done in blocks of rows, so the mask never exists for the whole image.
+    """
+    rows = _chunk_rows(image)
+    n = 0
+    for start in range(0, image.shape[0], rows):
+        mask = padding_mask(image[start : start + rows], padding)
+        n += int(np.count_nonzero(mask))
+        out[start : start + rows][mask] = 0
+    return n
+
+
+def _drop_padding(counts: np.ndarray, offset: int, padding: tuple[int, int] | None) -> np.ndarray:
+    if padding is None:
+        return counts
+    lo, hi = padding
+    i, j = max(lo - offset, 0), min(hi - offset + 1, len(counts))
+    if i < j:
+        counts = counts.copy()
+        counts[i:j] = 0
+    return counts
+
+
 def image_range(
     image: np.ndarray,
     modality: Modality,
     method: str,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    exclude: tuple[int, int] | None = None,
 ) -> tuple[float, float]:
     """Low and high Modality output values of ``image`` for a fallback window.
 
     ``"minmax"``: the smallest and largest value; ``"percentile"``: the
     given percentiles (nearest-rank, ``inverted_cdf``), computed from a
-    histogram for integer images.
+    histogram for integer images. Stored values in ``exclude`` (pixel
+    padding, inclusive) are left out; an image of nothing but padding
+    raises :class:`InputError`.
     """
+    if exclude is not None:
+        return _range_without(image, modality, method, percentiles, exclude)
     if method == "minmax":
         if modality.is_linear:
             lo, hi = float(image.min()), float(image.max())
@@ -382,15 +450,52 @@ def image_range(
     raise ValueError(f"fallback must be 'minmax' or 'percentile', not {method!r}")
 
 
+def _range_without(image, modality, method, percentiles, padding) -> tuple[float, float]:
+    """:func:`image_range` leaving out the stored values in ``padding``."""
+    q = np.asarray(percentiles, dtype=np.float64) / 100.0
+    if image.dtype.kind in "ui" and image.dtype.itemsize <= 2:
+        counts, offset = _histogram(image)
+        counts = _drop_padding(counts, offset, padding)
+        total = int(counts.sum())
+        if total == 0:
+            raise InputError("every pixel is padding (Pixel Padding Value): nothing to compute a window from")
+        values = np.arange(len(counts), dtype=np.int64) + offset
+        used = np.flatnonzero(counts)
+        if method == "minmax":
+            out = modality.apply(values[used])
+            return float(out.min()), float(out.max())
+        if method != "percentile":
+            raise ValueError(f"fallback must be 'minmax' or 'percentile', not {method!r}")
+        out = modality.apply(values[used])
+        order = np.argsort(out, kind="stable")
+        cdf = np.cumsum(counts[used][order])
+        ranks = np.ceil(q * cdf[-1]).astype(np.int64)
+        pos = np.searchsorted(cdf, np.maximum(ranks, 1), side="left")
+        lo, hi = out[order][pos]
+        return float(lo), float(hi)
+    flat = image.reshape(-1)
+    keep = flat[~padding_mask(flat, padding)]
+    if keep.size == 0:
+        raise InputError("every pixel is padding (Pixel Padding Value): nothing to compute a window from")
+    vals = modality.apply(keep)
+    if method == "minmax":
+        return float(vals.min()), float(vals.max())
+    if method != "percentile":
+        raise ValueError(f"fallback must be 'minmax' or 'percentile', not {method!r}")
+    lo, hi = np.percentile(vals, q * 100, method="inverted_cdf")
+    return float(lo), float(hi)
+
+
 def fallback_voi(
     image: np.ndarray,
     modality: Modality,
     method: str,
     reason: str,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    exclude: tuple[int, int] | None = None,
 ) -> VOI:
-    """A LINEAR_EXACT window over the image's own range (``method``: minmax or percentile)."""
-    lo, hi = image_range(image, modality, method, percentiles)
+    """A LINEAR_EXACT window over the image's own range (``method``: minmax or percentile), padding excluded."""
+    lo, hi = image_range(image, modality, method, percentiles, exclude)
     return VOI(kind=method, center=(lo + hi) / 2, width=hi - lo, function="LINEAR_EXACT", reason=reason)
 
 
@@ -589,19 +694,22 @@ def inverted(ds) -> bool:
 
 
 __all__ = [
-    "LUT",
-    "Modality",
-    "VOI",
     "DEFAULT_PERCENTILES",
     "FALLBACKS",
+    "LUT",
+    "VOI",
     "VOI_MODES",
     "WINDOW_FUNCTIONS",
+    "Modality",
+    "blank_padding",
     "fallback_voi",
     "image_range",
     "inverted",
     "lut_from_item",
     "modality_from_dataset",
     "output_max",
+    "padding_mask",
+    "padding_range",
     "reference_render",
     "render",
     "select_voi",

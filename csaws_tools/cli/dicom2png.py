@@ -10,6 +10,14 @@ import click
 from ._common import batch_options, finish, handle_errors
 
 
+def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None or value == "all":
+        return value
+    if not value.isdigit():
+        raise click.BadParameter(f"{value!r} is neither a 0-based frame number nor 'all'")
+    return int(value)
+
+
 @click.command("dicom2png")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
@@ -28,17 +36,28 @@ from ._common import batch_options, finish, handle_errors
               help="For files without usable VOI data (none present, window width below 1): fail the file, "
                    "or window over the image's min..max or its 0.5th..99.5th percentiles. The manifest "
                    "records which was used and why (voi_kind, fallback_reason).")
-@click.option("--frame", type=click.IntRange(min=0), default=None,
-              help="Frame to convert from multi-frame files, 0-based (without it multi-frame files fail).")
+@click.option("--frame", metavar="N|all", default=None, callback=_frame_callback,
+              help="Multi-frame files (e.g. breast tomosynthesis): 'all' writes one PNG per frame, N "
+                   "(0-based) only frame N; outputs are <stem>_f<k>.png, one manifest row per frame, with "
+                   "each frame's own window. Single-frame files ignore it. Without it multi-frame files fail.")
+@click.option("--colour", "--color", "colour", type=click.Choice(["convert", "refuse"]), default="convert",
+              show_default=True,
+              help="Colour images (RGB, YBR_FULL/YBR_FULL_422, PALETTE COLOR): 'convert' writes an 8-bit RGB "
+                   "PNG (colour space converted to RGB, palette applied, no VOI step, --bits ignored); "
+                   "'refuse' fails them, converting greyscale only.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images whose header claims more pixels per frame than this, before decoding "
+                   "(a guard against decompression bombs) [default: 268435456, or $CSAWS_MAX_PIXELS].")
 @click.option("--name", "name_template", metavar="TEMPLATE", default=None,
               help="Name outputs from DICOM keywords instead of input paths, e.g. "
                    "'{PatientID}/{PatientID}_{InstanceNumber:04d}' ('.png' is added; {stem} is the "
-                   "input's name). Values are sanitised to letters, digits and . _ + -, so names "
+                   "input's name, {frame} the frame number). Values are sanitised to letters, digits and . _ + -, so names "
                    "stay inside OUT.")
 @batch_options
 @handle_errors
 def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | None, bits: str, fallback: str,
-              frame: int | None, name_template: str | None, workers: int | None, overwrite: bool,
+              frame: int | str | None, colour: str, max_pixels: int | None, name_template: str | None,
+              workers: int | None, overwrite: bool,
               fail_fast: bool, no_progress: bool, scheduler: str | None, shard: tuple[int, int] | None,
               batch_size: int | None) -> None:
     """Convert DICOM images (files, or folders searched recursively) to PNG in OUT.
@@ -52,23 +71,40 @@ def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | No
     OUT/<stem>.png for a file given directly, or named by --name. A rerun skips outputs
     made with the same settings (--overwrite redoes them). Every input gets a row in
     OUT/manifest.parquet; the run ends with "N converted, M skipped, K failed" and exit
-    status 1 if anything failed.
+    status 1 if anything failed, or if no DICOM image was found at all.
+
+    Multi-frame files need --frame (N or all); colour images become RGB PNGs
+    (--colour refuse to fail them); DICOMDIR index files are skipped. Pixel padding
+    (Pixel Padding Value) is written black and left out of --fallback statistics.
+    An existing file in OUT that this command did not write is never replaced.
 
     \b
     Examples:
       csaws-prepare dicom2png raw/ -o png/
       csaws-prepare dicom2png raw/ -o png16/ --bits 16 --fallback percentile
       csaws-prepare dicom2png raw/ -o png/ --voi-index 1 --name '{PatientID}_{SOPInstanceUID}'
+      csaws-prepare dicom2png dbt/ -o slices/ --frame all --name '{PatientID}_{frame:03d}'
     """
-    from ..dicom2png import convert
+    from ..dicom2png import convert, nothing_found
+    from ..limits import set_max_pixels
 
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
     try:
         result = convert(
             list(inputs), out, voi=voi, voi_index=voi_index, bits=int(bits), fallback=fallback, frame=frame,
-            name=name_template, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
+            name=name_template, colour=colour, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
             progress=not no_progress, scheduler=scheduler, shard=shard, batch_size=batch_size,
         )
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    if nothing_found(result):
+        click.echo(result.summary("converted"))
+        looked = len(result.rows)
+        where = ", ".join(str(p) for p in inputs)
+        click.echo(f"error: no DICOM image found in {where} ({looked} file(s) looked at, none is a DICOM image "
+                   "this command converts); check the input folder", err=True)
+        sys.exit(1)
     finish(result, "converted")
+
