@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 
 from . import voi as voi_mod
-from .atomic import remove_stale_temporaries
 from .batch import BatchResult, Task, in_shard, run_batch, settings_hash
 from .errors import CsawsError, InputError, MissingCodecError, OutputError, one_line
 from .identity import file_identity
@@ -1429,8 +1428,6 @@ def convert(
 
     ensure_writable_dir(out)
     tasks, extra = plan(inputs, out, name=template, shard=shard, frame=options.frame)
-    if shard is None:
-        remove_stale_temporaries(out)  # left by a killed run; shards may share ``out`` and keep theirs
     settings = {"command": "dicom2png", "pipeline": PIPELINE_VERSION, "name": name, **options.settings()}
     digest = settings_hash(settings)
     worker = functools.partial(_task_worker, options=options, digest=digest, overwrite=overwrite)
@@ -1447,6 +1444,7 @@ def convert(
         shard=shard,
         batch_size=batch_size,
         extra_rows=extra,
+        output_dir=out,
     )
 
 

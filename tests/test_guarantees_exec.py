@@ -324,7 +324,7 @@ def _batch_cli(fn):
         fn(out=out, no_progress=no_progress)
         result = run_batch([Task(key=str(i), source=str(i)) for i in range(3)], functools.partial(_record, ran=[]),
                            manifest=out / "manifest.parquet", workers=1, progress=not no_progress)
-        finish(result, "whatever")
+        finish(result)
 
     return cmd
 

@@ -49,7 +49,7 @@ def batch_options(func: Callable) -> Callable:
                           "every 30 s). Error lines and the summary are still printed."),
         click.option("--no-progress", is_flag=True, help="The same as --quiet (kept for old scripts)."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Refuse images whose header claims more than N pixels, before decoding "
+                     help="Refuse images whose header claims more than N pixels (per frame), before decoding "
                           "[default: 268435456 = 2**28, or CSAWS_MAX_PIXELS]."),
         click.option("--hash-inputs", is_flag=True,
                      help="Also hash each input's content to decide whether an output is up to date "
@@ -105,13 +105,12 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def finish(result: BatchResult, verb: str | None = None) -> None:
+def finish(result: BatchResult) -> None:
     """Print the summary line and where the manifest is; exit with the batch's status.
 
     Every command's summary uses the same word for inputs done in this run
     (:data:`csaws_tools.batch.SUCCESS_WORD`) and ends with the elapsed time
     and throughput: ``8 converted, 0 skipped, 0 failed in 4.0 s, 2.0 files/s``.
-    ``verb`` is accepted for compatibility and not used.
     """
     click.echo(result.summary(timing=True))
     if result.manifest is not None:

@@ -45,9 +45,6 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Colour images (RGB, YBR_FULL/YBR_FULL_422, PALETTE COLOR): 'convert' writes an 8-bit RGB "
                    "PNG (colour space converted to RGB, palette applied, no VOI step, --bits ignored); "
                    "'refuse' fails them, converting greyscale only.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-              help="Refuse images whose header claims more pixels per frame than this, before decoding "
-                   "(a guard against decompression bombs) [default: 268435456, or $CSAWS_MAX_PIXELS].")
 @click.option("--name", "name_template", metavar="TEMPLATE", default=None,
               help="Name outputs from DICOM keywords instead of input paths, e.g. "
                    "'{PatientID}/{PatientID}_{InstanceNumber:04d}' ('.png' is added; {stem} is the "
@@ -56,7 +53,7 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
 @batch_options
 @handle_errors
 def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | None, bits: str, fallback: str,
-              frame: int | str | None, colour: str, max_pixels: int | None, name_template: str | None,
+              frame: int | str | None, colour: str, name_template: str | None,
               workers: int | None, overwrite: bool,
               fail_fast: bool, no_progress: bool, scheduler: str | None, shard: tuple[int, int] | None,
               batch_size: int | None) -> None:
@@ -86,10 +83,6 @@ def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | No
       csaws-prepare dicom2png dbt/ -o slices/ --frame all --name '{PatientID}_{frame:03d}'
     """
     from ..dicom2png import convert, nothing_found
-    from ..limits import set_max_pixels
-
-    if max_pixels is not None:
-        set_max_pixels(max_pixels)
     try:
         result = convert(
             list(inputs), out, voi=voi, voi_index=voi_index, bits=int(bits), fallback=fallback, frame=frame,
@@ -100,11 +93,11 @@ def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | No
         click.echo("interrupted", err=True)
         sys.exit(130)
     if nothing_found(result):
-        click.echo(result.summary("converted"))
+        click.echo(result.summary(timing=True))
         looked = len(result.rows)
         where = ", ".join(str(p) for p in inputs)
         click.echo(f"error: no DICOM image found in {where} ({looked} file(s) looked at, none is a DICOM image "
                    "this command converts); check the input folder", err=True)
         sys.exit(1)
-    finish(result, "converted")
+    finish(result)
 
