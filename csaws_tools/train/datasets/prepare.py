@@ -317,7 +317,7 @@ def _write_split(adapter: DatasetAdapter, items: list[Item], path: Path, sp: str
                  target: str, size: int, resample: str, coarse: bool, coarse_paths: dict, workers: int | None,
                  progress: bool, info: dict) -> BatchResult:
     n_classes = len(adapter.class_names)
-    tasks = [Task(key=f"{sp}/{it.key}", source=str(it.image), output=str(path),
+    tasks = [Task(key=f"{sp}/{it.key}", source=str(it.image), output=None,
                   args={"row": k, "key": it.key, "group": it.group, "label": str(it.label),
                         "coarse": str(coarse_paths[it.key]) if coarse_paths.get(it.key) else None})
              for k, it in enumerate(items)]
@@ -327,6 +327,7 @@ def _write_split(adapter: DatasetAdapter, items: list[Item], path: Path, sp: str
         writer = ImageSetWriter(tmp, len(items), size, adapter.channels, coarse)
         try:
             def on_result(row: dict, payload: dict) -> None:
+                row["output"] = str(path)
                 writer.put(payload["row"], row["image_id"], row["group"], payload["image"], payload["masks"],
                            payload["orig"])
                 c = np.asarray(row.pop("pixels"), dtype=np.int64)
