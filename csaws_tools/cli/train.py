@@ -222,6 +222,6 @@ def main(argv: list[str] | None = None) -> None:
     train.main(args=argv, prog_name="csaws-train")
 
 
-from .train_prepare_dataset import prepare_dataset_cmd as _prepare_dataset_cmd  # noqa: E402
+from .train_prepare_dataset import prepare_dataset_cmd as _prepare_dataset_cmd
 
 train.add_command(_prepare_dataset_cmd)

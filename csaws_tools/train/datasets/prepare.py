@@ -50,7 +50,14 @@ from ...errors import InputError, SettingsError
 from ...identity import file_identity
 from .base import DatasetAdapter, Item, check_ids, seeded_take
 from .schemes import parse_target
-from .store import FORMAT, RESAMPLES, ImageSetWriter, read_attrs, resize_image, resize_labels
+from .store import (
+    FORMAT,
+    RESAMPLES,
+    ImageSetWriter,
+    read_attrs,
+    resize_image,
+    resize_labels,
+)
 
 #: Paper section 5.3 and appendix D: Cityscapes training-set sizes.
 CITYSCAPES_SIZES = (25, 50, 100, 200, 350, 500, 1000, 2475)

@@ -23,6 +23,7 @@ Layout (``format = "csaws-images/1"``), the conventions of a patches file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -164,10 +165,8 @@ class ImageSetWriter:
         return k
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.h5.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 class ImageSetReader:
@@ -290,7 +289,7 @@ class ImageSetReader:
             self._h5.close()
             self._h5 = None
 
-    def __enter__(self) -> ImageSetReader:
+    def __enter__(self) -> ImageSetReader:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
