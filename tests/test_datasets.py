@@ -146,6 +146,8 @@ def test_cityscapes_image_without_label_and_bad_ids_fail_only_that_image(cs_root
             # failed rows were compacted away: every stored row is its own image
             assert list(r.index["image_id"]) == r.image_ids and list(r.index["source"]) == list(range(len(r)))
     assert bad.key not in written and corrupt.key not in written and train[1].key not in written
+    failed = json.loads(res.splits.read_text())["failed"]  # in the split but not in the HDF5 files
+    assert sorted(k for keys in failed.values() for k in keys) == sorted([bad.key, corrupt.key])
     assert len(written) == len(train) - 3
 
 
@@ -230,11 +232,11 @@ def city_map() -> np.ndarray:
 def test_binary_scheme_keeps_exactly_the_target_pixels_and_void(city_map):
     s = build_scheme("binary", CITYSCAPES_CLASSES, target="person")
     out = s.apply(city_map)
-    assert s.names == ("unlabeled", "person") and s.num_classes == 2
+    assert s.names == ("unlabeled", "person") and s.num_classes == 2 and s.void_out is None
     assert (out == 1).sum() == (city_map == 24).sum() and (out == 0).sum() == (city_map != 24).sum()
     v = np.array([[0, 15, 255, 3]], dtype=np.uint8)
     vs = build_scheme("binary", VOC_CLASSES, target="person", void=255)
-    assert vs.apply(v).tolist() == [[0, 1, 255, 0]]  # void stays void (ignored)
+    assert vs.apply(v).tolist() == [[0, 1, 255, 0]] and vs.void_out == 255  # void stays void (ignored)
     vc = build_scheme("binary", VOC_CLASSES, target="person", void=255, void_as_class=True)
     assert vc.names == ("background", "person", "void") and vc.apply(v).tolist() == [[0, 1, 2, 0]]
 

@@ -316,6 +316,12 @@ def prepare_dataset(adapter: DatasetAdapter, out: str | os.PathLike, *, target: 
             continue
         results[sp] = _write_split(adapter, items, path, sp, settings, shash, target, size, resample, with_coarse,
                                    coarse_paths, workers, progress, info)
+    failed = {sp: sorted(r["image_id"] for r in res.rows if r.get("status") == "error" and r.get("image_id"))
+              for sp, res in results.items()}
+    failed = {sp: keys for sp, keys in failed.items() if keys}
+    if failed:  # listed in splits.json, missing from the HDF5 file: readers must know
+        doc["failed"] = failed
+        write_text_atomic(splits_path, json.dumps(doc, indent=1) + "\n")
     return PreparedDataset(out=out, splits=splits_path, files=files, counts=counts, results=results,
                            problems=problems, skipped=skipped)
 
@@ -346,8 +352,11 @@ def _write_split(adapter: DatasetAdapter, items: list[Item], path: Path, sp: str
             result = run_batch(tasks, worker, manifest=path.with_name(f"{path.stem}.manifest.parquet"),
                                settings=settings, workers=workers, progress=progress,
                                label=f"resizing {sp} images", on_result=on_result)
+            key_of = {str(it.image): it.key for it in items}
             for row in result.rows:
                 row.pop("pixels", None)
+                if row.get("status") == "error":
+                    row.setdefault("image_id", key_of.get(str(row.get("source"))))
             if result.interrupted:
                 raise KeyboardInterrupt
             total = int(pixels.sum())

@@ -48,7 +48,10 @@ def norm(name: str) -> str:
 
 @dataclass(frozen=True, eq=False)
 class DatasetScheme(LabelScheme):
-    """A :class:`~csaws_tools.labels.LabelScheme` over a dataset's ids (256-entry table)."""
+    """A :class:`~csaws_tools.labels.LabelScheme` over a dataset's ids (256-entry table).
+
+    ``void_out``: the id loss and IoU ignore (255), or None when the dataset has no void.
+    """
 
     target_name: str = ""
     void_out: int | None = VOID_OUT
@@ -183,8 +186,8 @@ def build_scheme(spec: str, names: Sequence[str], *, target: str, background: in
     if kind != "merge":
         group_names_m = [names[g[0]] for g in groups]
     group_names = [names[background], target_name] + group_names_m
-    void_out: int | None = VOID_OUT
-    lut = np.full(256, VOID_OUT, dtype=np.uint8)
+    void_out: int | None = VOID_OUT if void is not None else None
+    lut = np.full(256, VOID_OUT, dtype=np.uint8)  # ids outside the table (refused when preparing) -> 255
     lut[:k] = 0  # classes not kept are background
     lut[target_ids] = 1
     members = {}
