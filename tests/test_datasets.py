@@ -73,6 +73,23 @@ def test_cityscapes_adapter_reads_the_synthetic_layout_with_cities_from_file_nam
     assert a.coarse_label(train[0]).name == f"{train[0].key}_gtCoarse_labelIds.png"
 
 
+def test_cityscapes_hand_made_layout_one_image_city_and_misnamed_files(tmp_path):
+    img = np.zeros((8, 16, 3), dtype=np.uint8)
+    lab = np.full((8, 16), 24, dtype=np.uint8)
+    for split, city, key in (("train", "tiny", "tiny_000000_000001"), ("val", "munster", "munster_000000_000019")):
+        write_png(tmp_path / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png", img)
+        write_png(tmp_path / "gtFine" / split / city / f"{key}_gtFine_labelIds.png", lab)
+    write_png(tmp_path / "leftImg8bit" / "train" / "tiny" / "holiday_photo_leftImg8bit.png", img)
+    a = get_adapter("cityscapes", tmp_path)
+    items, problems = a.scan("train")
+    assert [(i.key, i.group) for i in items] == [("tiny_000000_000001", "tiny")]
+    assert len(problems) == 1 and "holiday_photo" in problems[0].source and "<city>_<seq>_<frame>" in problems[0].error
+    assert [i.group for i in training_order(items, 0, 0, "by-city")] == ["tiny"]
+    assert a.coarse_label(items[0]) is None and not a.has_coarse()
+    with pytest.raises(InputError, match="no leftImg8bit"):
+        get_adapter("cityscapes", tmp_path / "gtFine")
+
+
 def test_voc_adapter_reads_palette_indices_with_void_borders(voc_root):
     a = get_adapter("voc", voc_root)  # the folder holding VOCdevkit
     assert a.class_names == list(VOC_CLASSES) and a.classes[15] == "person" and a.void == 255
@@ -149,6 +166,34 @@ def test_cityscapes_image_without_label_and_bad_ids_fail_only_that_image(cs_root
     failed = json.loads(res.splits.read_text())["failed"]  # in the split but not in the HDF5 files
     assert sorted(k for keys in failed.values() for k in keys) == sorted([bad.key, corrupt.key])
     assert len(written) == len(train) - 3
+
+
+def test_colour_label_map_and_oversized_header_are_refused_with_one_line(tmp_path, monkeypatch):
+    from csaws_tools.limits import ENV_VAR
+
+    a = get_adapter("voc", write_public_sample("voc", tmp_path / "v").root)
+    rgb = tmp_path / "rgb.png"
+    write_png(rgb, np.zeros((4, 4, 3), dtype=np.uint8))  # a VOC map saved as colours
+    with pytest.raises(InputError, match="label map is RGB; expected a palette or 8-bit grey PNG"):
+        a.read_label(rgb)
+    monkeypatch.setenv(ENV_VAR, "10")
+    with pytest.raises(InputError, match="more than the limit of 10"):
+        a.read_image(rgb)
+
+
+def test_missing_coarse_map_fails_only_that_training_image(cs_root, tmp_path):
+    root = _copy(cs_root, tmp_path)
+    a = get_adapter("cityscapes", root)
+    res0 = prepare_dataset(a, tmp_path / "o", val_size=2, sizes=(3,), repetitions=1, size=16, workers=1,
+                           progress=False)  # without --coarse: coarse maps are not needed
+    assert res0.exit_code == 0
+    victim = json.loads(res0.splits.read_text())["train"]["images"][0]
+    next(root.rglob(f"{victim}_gtCoarse_labelIds.png")).unlink()
+    res = prepare_dataset(a, tmp_path / "o", val_size=2, sizes=(3,), repetitions=1, size=16, workers=1,
+                          progress=False, coarse=True)
+    errors = [r for r in res.results["train"].rows if r["status"] == "error"]
+    assert res.exit_code == 1 and len(errors) == 1 and "no gtCoarse label map" in errors[0]["error"]
+    assert "val.h5" in res.skipped and "test.h5" in res.skipped  # only the training file carries coarse maps
 
 
 def test_csaws_adapter_reads_merge_masks_output_read_only(sample_root, tmp_path):

@@ -47,7 +47,7 @@ def _ints(ctx, param, value):
               help="Image resampling (label maps always nearest).")
 @click.option("--coarse", is_flag=True,
               help="cityscapes: also store the gtCoarse label maps of the training images (coarse study).")
-@click.option("--images", "images", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--images", "images", default=None,
               help="csaws: the 8-bit image folder (ROOT is merge-masks' output). folders: the image "
                    "sub-folder name under ROOT [default: images].")
 @click.option("--labels", "labels", default=None,
@@ -91,9 +91,13 @@ def prepare_dataset_cmd(dataset, root, out, target, val_size, test_size, sizes, 
     if test_size is not None and dataset != "folders":
         raise click.UsageError("--test-size applies to folders only (the other datasets have official test sets)")
     adapter = get_adapter(dataset, root, **options)
-    res = prepare_dataset(adapter, out, target=target, val_size=val_size, test_size=test_size, sizes=sizes,
-                          repetitions=repetitions, seed=seed, ordering=ordering, size=size, resample=resample,
-                          coarse=coarse, workers=workers, progress=not no_progress, overwrite=overwrite)
+    try:
+        res = prepare_dataset(adapter, out, target=target, val_size=val_size, test_size=test_size, sizes=sizes,
+                              repetitions=repetitions, seed=seed, ordering=ordering, size=size, resample=resample,
+                              coarse=coarse, workers=workers, progress=not no_progress, overwrite=overwrite)
+    except KeyboardInterrupt:
+        click.echo("interrupted: files already complete are kept; rerun to finish", err=True)
+        sys.exit(130)
     for p in res.problems:
         click.echo(f"error: {p['source']}: {p['error']}", err=True)
     click.echo(res.summary())
