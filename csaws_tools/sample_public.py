@@ -168,7 +168,7 @@ def pascal_palette(n: int = 256) -> list[tuple[int, int, int]]:
         for ch in range(3):
             rgb[:, ch] |= ((c >> ch) & 1) << shift
         c = c >> 3
-    return [tuple(int(v) for v in row) for row in rgb]
+    return [(int(r), int(g), int(b)) for r, g, b in rgb.tolist()]
 
 
 def write_cityscapes_sample(out: Path, seed: int, size: tuple[int, int]) -> dict[str, int]:

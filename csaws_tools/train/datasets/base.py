@@ -117,6 +117,14 @@ class DatasetAdapter:
         check_ids(labels, len(self.classes), self.void, path)
         return labels
 
+    def coarse_label(self, item: Item) -> Path | None:
+        """A coarse label map of ``item`` (Cityscapes ``gtCoarse``), or None; other layouts have none."""
+        return None
+
+    def has_coarse(self) -> bool:
+        """Whether the layout has coarse label maps."""
+        return False
+
     def describe(self) -> dict:
         """JSON-able record of the class table (written to splits.json and the HDF5 attributes)."""
         return {"dataset": self.name, "classes": self.class_names, "background": self.background,

@@ -47,9 +47,8 @@ class FoldersAdapter(DatasetAdapter):
         if channels not in (1, 3):
             raise InputError(f"channels must be 1 or 3, not {channels}")
         self.channels = channels
-        lj = self.labels_dir / "labels.json"
-        if not lj.is_file():
-            lj = find_labels_json(self.root, max_up=0)
+        found = self.labels_dir / "labels.json"
+        lj = found if found.is_file() else find_labels_json(self.root, max_up=0)
         if lj is None or not lj.is_file():
             raise InputError(f"{self.root}: no labels.json (in {self.root} or {self.labels_dir}) naming the classes")
         self.labels_json = lj
@@ -72,10 +71,11 @@ class FoldersAdapter(DatasetAdapter):
         self.background = bg
         if isinstance(doc.get("target"), str):
             self.target_default = doc["target"]
-        self._colours = {}
+        self._colours: dict[int, tuple[int, int, int]] = {}
         for row in doc.get("classes", []):
             if isinstance(row, dict) and isinstance(row.get("colour"), list) and len(row["colour"]) == 3:
-                self._colours[int(row["id"])] = tuple(int(v) for v in row["colour"])
+                r, g, b = (int(v) for v in row["colour"])
+                self._colours[int(row["id"])] = (r, g, b)
 
     @property
     def classes(self) -> dict[int, str]:

@@ -234,7 +234,7 @@ def prepare_dataset(adapter: DatasetAdapter, out: str | os.PathLike, *, target: 
         raise SettingsError("--repetitions must be at least 1 and --seed not negative")
     if val_size is not None and val_size < 1:
         raise SettingsError(f"--val-size must be at least 1, not {val_size}")
-    if coarse and not hasattr(adapter, "coarse_label"):
+    if coarse and adapter.name != "cityscapes":
         raise SettingsError(f"--coarse needs Cityscapes gtCoarse; {adapter.name} has no coarse labels")
     if coarse and not adapter.has_coarse():
         raise InputError(f"{adapter.root}: --coarse needs the gtCoarse/ folder (gtCoarse.zip)")
@@ -303,9 +303,9 @@ def prepare_dataset(adapter: DatasetAdapter, out: str | os.PathLike, *, target: 
         coarse_paths = {i.key: adapter.coarse_label(i) for i in items} if with_coarse else {}
         ident = hashlib.sha256()
         for i in items:
+            cpath = coarse_paths.get(i.key)
             ident.update(json.dumps([i.key, i.group, file_identity(i.image), file_identity(i.label),
-                                     file_identity(coarse_paths[i.key]) if coarse_paths.get(i.key) else None])
-                         .encode())
+                                     file_identity(cpath) if cpath is not None else None]).encode())
         settings = {"command": "prepare-dataset", "dataset": adapter.name, "split": sp, "size": size,
                     "resample": resample, "coarse": with_coarse, "channels": adapter.channels,
                     "classes": names, "void": adapter.void, "inputs_sha256": ident.hexdigest()[:16]}

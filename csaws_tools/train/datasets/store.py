@@ -46,7 +46,7 @@ def resize_image(image: np.ndarray, size: int, resample: str = "bilinear") -> np
 
     if resample not in RESAMPLES:
         raise SettingsError(f"unknown resampling {resample!r}; expected {' or '.join(RESAMPLES)}")
-    mode = Image.BILINEAR if resample == "bilinear" else Image.NEAREST
+    mode = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.NEAREST
     chans = [np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, c])).resize((size, size), mode))
              for c in range(image.shape[2])]
     return np.stack(chans, axis=-1)

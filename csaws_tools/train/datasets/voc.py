@@ -38,7 +38,7 @@ def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
         for ch in range(3):
             rgb[:, ch] |= ((c >> ch) & 1) << shift
         c >>= 3
-    return [tuple(int(v) for v in row) for row in rgb]
+    return [(int(r), int(g), int(b)) for r, g, b in rgb.tolist()]
 
 
 def find_voc_root(root: Path) -> Path:
