@@ -27,10 +27,10 @@ def _ints(ctx, param, value):
               help="Expert class, by name [default: person; cancer for csaws]. A merged target reads "
                    "NAME=A+B, e.g. human=person+rider.")
 @click.option("--val-size", type=click.IntRange(min=1), default=None,
-              help="Validation images [default: 500 for cityscapes and voc (the paper), 20%% for folders; "
+              help="Validation images [default: 500 for cityscapes and voc (the paper), 20 % for folders; "
                    "csaws validates on the protocol's patients].")
 @click.option("--test-size", type=click.IntRange(min=0), default=None,
-              help="folders only: test images drawn at random [default: 20%%].")
+              help="folders only: test images drawn at random [default: 20 %].")
 @click.option("--sizes", default=None, callback=_ints,
               help="Training-set sizes N, comma-separated [default: the paper's; cityscapes "
                    "25,50,100,200,350,500,1000,2475; voc 25,...,1000,1464].")

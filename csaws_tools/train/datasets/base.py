@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -29,9 +29,8 @@ from ...errors import InputError, one_line
 from ...limits import check_pixels
 
 
-@dataclass(frozen=True)
-class Item:
-    """One image of a dataset and its label map."""
+class Item(NamedTuple):
+    """One image of a dataset and its label map: ``key, image, label, group = item``."""
 
     key: str
     image: Path
