@@ -33,9 +33,12 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Full-field mammograms of 4096x3328 pixels (about 1-4 s and 30 MB of PNG per image).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes drawing images in parallel (output is identical for any number).")
+@click.option("--kind", type=click.Choice(["csaws", "cityscapes", "voc"]), default="csaws", show_default=True,
+              help="Layout: CSAW-S mammograms, or tiny Cityscapes / PASCAL VOC 2012 stand-ins "
+                   "(only --seed and --size apply to those).")
 @handle_errors
 def sample(out: Path, seed: int, patients: int, test_patients: int, size: tuple[int, int] | None,
-           full_size: bool, workers: int) -> None:
+           full_size: bool, workers: int, kind: str) -> None:
     """Write a synthetic mammography dataset in the CSAW-S release layout to OUT.
 
     \b
@@ -57,6 +60,11 @@ def sample(out: Path, seed: int, patients: int, test_patients: int, size: tuple[
     Example:
       csaws-prepare sample SAMPLE --seed 1 --patients 8 --workers 2
     """
+    if kind != "csaws":
+        from ..sample_public import write_public_sample
+
+        click.echo(write_public_sample(kind, out, seed=seed, size=size).summary())
+        return
     from ..sample import check_size, write_sample
 
     if full_size and size is not None:
