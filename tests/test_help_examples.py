@@ -1,4 +1,4 @@
-"""Every example in the --help of sample, merge-masks, splits, patches, preview and stats runs on the default sample."""
+"""Every example in the --help of sample, dicom2png, merge-masks, splits, patches, preview and stats runs on the default sample."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def run_example(args: list[str]) -> None:
 
 
 def test_every_command_has_examples():
-    for command in ("sample", *COMMANDS):
+    for command in ("sample", "dicom2png", *COMMANDS):
         assert help_examples(command), command
 
 
@@ -61,10 +61,16 @@ def test_every_help_example_runs_on_the_default_sample(sample_root, tmp_path, mo
     # the others in a folder holding the default sample's CsawS, as the examples assume
     work = tmp_path / "work"
     shutil.copytree(sample_root / "CsawS", work / "CsawS")
+    # dicom2png's examples read raw/ (the sample's DICOM) and dbt/ (any DICOM: --frame all on single frames)
+    shutil.copytree(sample_root / "dicom", work / "raw")
+    shutil.copytree(sample_root / "dicom_test", work / "dbt")
     monkeypatch.chdir(work)
     ran = 0
+    for args in help_examples("dicom2png"):
+        run_example(args)
+        ran += 1
     for command in COMMANDS:
         for args in help_examples(command):
             run_example(args)
             ran += 1
-    assert ran >= 10
+    assert ran >= 14

@@ -79,8 +79,8 @@ def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | No
     Examples:
       csaws-prepare dicom2png raw/ -o png/
       csaws-prepare dicom2png raw/ -o png16/ --bits 16 --fallback percentile
-      csaws-prepare dicom2png raw/ -o png/ --voi-index 1 --name '{PatientID}_{SOPInstanceUID}'
-      csaws-prepare dicom2png dbt/ -o slices/ --frame all --name '{PatientID}_{frame:03d}'
+      csaws-prepare dicom2png raw/ -o named/ --name '{PatientID}/{PatientID}_{InstanceNumber:04d}'
+      csaws-prepare dicom2png dbt/ -o slices/ --frame all --name '{stem}_f{frame:03d}'
     """
     from ..dicom2png import convert, nothing_found
     try:
