@@ -27,8 +27,9 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
                    "one, else its VOI LUT Sequence, else the --fallback; 'window' or 'lut' use only that one; "
                    "'none' maps the whole Modality LUT output range onto the output.")
 @click.option("--voi-index", type=click.IntRange(min=0), default=None,
-              help="Which window preset or VOI LUT to use, 0-based [default: 0]. An index the file does "
-                   "not have is an error for that file.")
+              help="Which window preset or VOI LUT to use, 0-based. An index the file does not have is "
+                   "an error for that file. [default: the first the file has (its row's voi_index is 0); "
+                   "a file with none goes to --fallback, and the run's settings record voi_index null]")
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
               help="PNG bit depth: the VOI output range is mapped onto 0..255 or 0..65535.")
 @click.option("--fallback", type=click.Choice(["error", "minmax", "percentile"]), default="error",
