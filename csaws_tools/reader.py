@@ -42,7 +42,8 @@ def _load_scheme(scheme: Any):
     return parse_scheme(scheme)
 
 
-def _python(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
+    """An HDF5 attribute or dataset value as plain Python (bytes decoded as UTF-8, numpy to lists/scalars)."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.generic):
@@ -73,7 +74,7 @@ class PatchReader:
             raise InputError(f"{self.path}: not a complete patches file (written by csaws-prepare patches)")
         self.attrs: dict[str, Any] = {}
         for key, value in raw.items():
-            value = _python(value)
+            value = attr_value(value)
             if key in JSON_ATTRS and isinstance(value, str):
                 value = json.loads(value)
             self.attrs[key] = value
@@ -222,7 +223,7 @@ class PatchReader:
         """Every image the file was made from, in file order, including images that got no patch
         (a test image whose tiles were all dropped)."""
         if "sources" in self._h5:
-            return [_python(v) for v in self._h5["sources"][:]]
+            return [attr_value(v) for v in self._h5["sources"][:]]
         return list(dict.fromkeys(self.index["image_id"].astype(str)))
 
     def rows_for(self, image_id: str) -> np.ndarray:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError, SettingsError
+from ...reader import attr_value
 
 FORMAT = "csaws-images/1"
 RESAMPLES = ("bilinear", "nearest")
@@ -79,23 +80,13 @@ def combine_coarse(fine: np.ndarray, coarse: np.ndarray, target_ids, background:
     return out
 
 
-def _python(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def read_attrs(path: str | os.PathLike) -> dict | None:
     """Root attributes of a complete images file, or None (missing, partial, other format)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as h5:
-            attrs = {k: _python(v) for k, v in h5.attrs.items()}
+            attrs = {k: attr_value(v) for k, v in h5.attrs.items()}
     except (OSError, ValueError):
         return None
     return attrs if attrs.get("complete") and attrs.get("format") == FORMAT else None
@@ -187,7 +178,7 @@ class ImageSetReader:
             self._h5 = h5py.File(self.path, "r")
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.path}: cannot open as HDF5 ({exc})") from None
-        attrs = {k: _python(v) for k, v in self._h5.attrs.items()}
+        attrs = {k: attr_value(v) for k, v in self._h5.attrs.items()}
         if not attrs.get("complete") or attrs.get("format") != FORMAT:
             self._h5.close()
             raise InputError(f"{self.path}: not a complete images file (format {FORMAT}, written by prepare-dataset)")
@@ -248,7 +239,7 @@ class ImageSetReader:
 
     @property
     def image_ids(self) -> list[str]:
-        return [_python(v) for v in self._h5["sources"][:]]
+        return [attr_value(v) for v in self._h5["sources"][:]]
 
     def rows_for(self, image_ids) -> np.ndarray:
         """Row numbers of the given image ids, in the order given; unknown ids are an error."""
