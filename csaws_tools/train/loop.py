@@ -235,6 +235,17 @@ def check_no_shared_patients(train_index: pd.DataFrame, val_index: pd.DataFrame,
                          "training and validation must not share patients (use the splits of csaws-prepare splits)")
 
 
+def check_crop(cfg: TrainConfig) -> None:
+    """``--crop`` must fit in the training crops (a one-line error naming the option and the file)."""
+    from .data import open_patches
+
+    with open_patches(cfg.train_file) as r:
+        size = int(r.size)
+    if cfg.augment.crop is not None and int(cfg.augment.crop) > size:
+        raise SettingsError(f"--crop {cfg.augment.crop} is larger than the {size}-px crops of {cfg.train_file}; "
+                            f"use --crop {size} or less")
+
+
 def run_status(run_dir: str | os.PathLike) -> str:
     """``done`` (metrics.json present), ``partial`` (last.pt present) or ``new``."""
     run_dir = Path(run_dir)
@@ -291,6 +302,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     train_index = read_index(cfg.train_file)
     rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
     check_no_shared_patients(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
+    check_crop(cfg)
     total = cfg.total_iterations(rows.size)
     hashes = {"train_file": file_hash(cfg.train_file), "val_file": file_hash(cfg.val_file)}
     from .model import resolve_pretrained
