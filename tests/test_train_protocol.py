@@ -266,8 +266,7 @@ def test_checkpoint_save_on_a_full_disk_is_a_one_line_error(tmp_path, monkeypatc
     assert not list(tmp_path.iterdir())  # no partial file left
 
 
-def test_progress_lines_when_not_a_terminal(monkeypatch):
-    import time as _time
+def test_progress_lines_when_not_a_terminal():
 
     stream = io.StringIO()
     bar = Progress("with/n25/rep0", 0, 10, stream=stream, interval=0.0)

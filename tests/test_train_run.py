@@ -132,6 +132,9 @@ def test_grid_cell_end_to_end_on_sample(prepared, tmp_path):
     assert {"with_mean", "with_ci_low", "without_mean", "relative_gain"} <= set(summary.columns)
     assert "| consensus | 2 |" in (out / "summary.md").read_text()
     assert not (out / "runs/with/n2/rep0/last.pt").exists()  # only best.pt kept
+    assert set(table["initialisation"]) == {"scratch"} and table["weights_sha256"].isna().all()
+    assert "Initialisation: scratch" in (out / "summary.md").read_text()
+    assert set(table["protocol"]) == {table["protocol"].iloc[0]} and "selection sul" in table["protocol"].iloc[0]
     # rerun: every run and evaluation skipped, same results
     mtime = (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns
     again = run_grid(cfg, out, log=lambda m: None)
@@ -263,3 +266,25 @@ def test_cli_run_uses_each_repetitions_crops(prepared, tmp_path):
             cfg = json.loads((out / "runs" / setting / "n2" / f"rep{rep}" / "config.json").read_text())
             assert Path(cfg["config"]["train_file"]).name == f"train_rep{rep}.h5"
             assert cfg["settings"]["data"]["train_file"] == file_hash(p.train_file_for(rep))
+
+
+def test_imagenet_initialisation_from_the_hub_cache_is_recorded(prepared, tmp_path, monkeypatch):
+    """--pretrained imagenet with the weights in a (temporary) torch hub cache: loaded, SHA-256 recorded."""
+    import hashlib
+
+    from csaws_tools.train.model import IMAGENET_FILE, build_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    ckpt_dir = tmp_path / "th" / "hub" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    state = {k: torch.randn_like(v) for k, v in build_model(2, output_stride=16).backbone.state_dict().items()}
+    state["conv1.weight"] = torch.randn(64, 3, 7, 7)
+    torch.save(state, ckpt_dir / IMAGENET_FILE)
+    sha = hashlib.sha256((ckpt_dir / IMAGENET_FILE).read_bytes()).hexdigest()
+    _, p = prepared
+    m = train_run(tiny(p, scheme="binary", iterations=1, pretrained="imagenet"), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["initialisation"] == "imagenet" and info["weights_sha256"] == sha
+    assert m["initialisation"] == "imagenet" and m["weights_sha256"] == sha
+    assert "tensors loaded" in info["pretrained_report"]

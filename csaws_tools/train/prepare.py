@@ -62,7 +62,8 @@ SUBSET_SOURCES = ("auto", "release", "own")
 def prepare_inputs(images: str | os.PathLike, maps: str | os.PathLike, out: str | os.PathLike, *,
                    patch_size: int = 512, per_class: int = 10, sizes: Sequence[int] | None = None,
                    repetitions: int | None = None, seed: int = 0, val_patients: Sequence[str] | None = None,
-                   workers: int | None = None, progress: bool = True, subsets: str = "auto") -> PreparedInputs:
+                   workers: int | None = None, progress: bool = True, subsets: str = "auto",
+                   release_file: str | os.PathLike | None = None) -> PreparedInputs:
     """Write splits, training crops, validation tiles and test tiles; skip files already up to date.
 
     ``subsets``: ``auto`` takes the training subsets from the release's
@@ -70,7 +71,8 @@ def prepare_inputs(images: str | os.PathLike, maps: str | os.PathLike, out: str 
     SUL ``src/datasets.py`` does), else samples them (seeded, patient level);
     ``release`` insists on the release's file; ``own`` always samples.
     ``sizes`` / ``repetitions`` narrow the release's subsets, or set the sampled
-    ones (default 25, 50, 100, 263 and 5).
+    ones (default 25, 50, 100, 263 and 5). ``release_file``: the release's
+    subsets file when it is not under ``images``.
 
     Protocol section 4: crops are sampled offline once per repetition, each
     repetition with its own seed (:func:`crop_seed`); a repetition's file holds
@@ -80,14 +82,14 @@ def prepare_inputs(images: str | os.PathLike, maps: str | os.PathLike, out: str 
     try:
         return _prepare(images, maps, out, patch_size=patch_size, per_class=per_class, sizes=sizes,
                         repetitions=repetitions, seed=seed, val_patients=val_patients, workers=workers,
-                        progress=progress, subsets=subsets)
+                        progress=progress, subsets=subsets, release_file=release_file)
     except OSError as exc:
         where = exc.filename or out
         raise OutputError(f"{where}: cannot write the prepared inputs ({exc.strerror or exc})") from None
 
 
 def _prepare(images, maps, out, *, patch_size, per_class, sizes, repetitions, seed, val_patients, workers,
-             progress, subsets) -> PreparedInputs:
+             progress, subsets, release_file=None) -> PreparedInputs:
     from ..patches import write_patches
     from ..splits import find_release_splits, make_splits, save_splits, select_images
 
@@ -104,7 +106,9 @@ def _prepare(images, maps, out, *, patch_size, per_class, sizes, repetitions, se
         raise InputError(f"{trainval}: no label maps")
     if subsets not in SUBSET_SOURCES:
         raise SettingsError(f"--subsets {subsets}: expected one of {', '.join(SUBSET_SOURCES)}")
-    release = find_release_splits(images) if subsets != "own" else None
+    release = None
+    if subsets != "own":
+        release = Path(release_file) if release_file else find_release_splits(images)
     if subsets == "release" and release is None:
         raise InputError(f"{images}: no training_random_splits.json found (--subsets release)")
     if release is not None:
