@@ -31,12 +31,12 @@ DEMO_MARKER = ".csaws-demo.json"
 #: The CPU-sized training of the demo: the same for both settings; printed and written to the results.
 DEMO_TRAINING = {
     "patch_size": 64,        # crops and tiles (the study: 512)
-    "crop": 56,              # random crop inside each patch (the study: 448)
+    "crop": 48,              # random crop inside each patch (the study: 448)
     "per_class": 4,          # class-centred crops per class present in an image (the study: 10)
-    "iterations": 150,       # per run (the study: 100 epochs, thousands of iterations)
-    "batch_size": 8,         # (the study: 12)
+    "iterations": 120,       # per run (the study: 100 epochs, thousands of iterations)
+    "batch_size": 6,         # (the study: 12)
     "lr": 1e-4,              # Adam, as the study
-    "val_every": 25,         # (the study: 100)
+    "val_every": 20,         # (the study: 100)
     "val_max_tiles": 24,     # evenly spaced validation tiles (the study: all)
     "output_stride": 16,     # (the study: 8)
     "pretrained": "none",    # nothing downloaded (the study: ImageNet)

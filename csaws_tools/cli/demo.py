@@ -16,14 +16,14 @@ from ._common import handle_errors
               help="End with a small CPU-sized with/without complementary-label comparison "
                    "(default: when PyTorch is installed).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Training iterations per run of the comparison (default 150).")
+              help="Training iterations per run of the comparison (default 120).")
 @handle_errors
 def demo(out: str, seed: int, workers: int | None, train: bool | None, iterations: int | None) -> None:
     """Make a small sample dataset in OUT and run every stage on it, printing what it wrote and where.
 
     Stages: sample -> dicom2png -> merge-masks -> stats and preview -> splits and patches ->
     (with PyTorch) a small with/without complementary-label comparison sized for a CPU
-    (64-px patches, 150 iterations per run, from scratch, the paper protocol otherwise) that
+    (64-px patches, 120 iterations of batch 6 per run, from scratch, the paper protocol otherwise) that
     writes results.parquet and a Figure-1-style plot. OUT must be empty, new or a previous demo.
     """
     from ..demo import run_demo

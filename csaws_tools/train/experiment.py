@@ -275,7 +275,7 @@ def plot_figure1(results: pd.DataFrame, path: str | os.PathLike, evaluated_again
         ax.set_xticklabels([str(int(v)) for v in x])
         ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
     ax.set_ylim(0, max(0.05, min(1.0, top * 1.15)))
-    ax.set_xlabel("training images N")
+    ax.set_xlabel("training-set size N")
     ax.set_ylabel(f"cancer IoU ({ref.replace('_', ' ')})")
     ax.set_title("CSAW-S: complementary labels")
     ax.grid(alpha=0.3)
