@@ -313,6 +313,13 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
             "weights_file": weights, "weights_sha256": file_hash(weights) if weights else None}
     if weights:
         hashes["pretrained"] = init["weights_sha256"]
+    if init["initialisation"] == "imagenet":
+        from .model import IMAGENET_FILE, IMAGENET_HASH_PREFIX
+
+        if not init["weights_sha256"].startswith(IMAGENET_HASH_PREFIX):
+            init["weights_note"] = (f"SHA-256 does not start with {IMAGENET_HASH_PREFIX}: not torchvision's "
+                                    f"{IMAGENET_FILE}")
+            log(f"warning: {weights}: {init['weights_note']}")
     settings = dict(cfg.settings(), data=hashes, total_iterations=total)
     shash = settings_hash(settings)
 
