@@ -73,12 +73,14 @@ def run_demo(
     train_iterations: int | None = None,
     log: Callable[[str], None] = print,
     training: dict | None = None,
+    sample_size: tuple[int, int] | None = None,
 ) -> dict[str, Path]:
     """Run every stage into ``out``; return the main outputs by name.
 
     ``train=None`` trains when torch is installed; ``False`` skips it.
     ``training`` overrides items of :data:`DEMO_TRAINING` (``train_iterations``
-    the iterations). ``out`` must be empty, new or a previous demo.
+    the iterations). ``sample_size``: (rows, columns) of the sample images
+    (default the sample's). ``out`` must be empty, new or a previous demo.
     """
     from .dicom2png import convert
     from .merge import merge_masks
@@ -110,7 +112,7 @@ def run_demo(
         log(f"   ({time.perf_counter() - start:.1f} s)")
 
     t = step("1/6 sample: a synthetic dataset in the CSAW-S release layout")
-    info = write_sample(out / "sample", seed=seed)
+    info = write_sample(out / "sample", seed=seed, size=sample_size)
     paths["sample"] = out / "sample"
     done(t, f"{len(info.train_ids)} train/val and {len(info.test_ids)} test images -> {paths['sample']}",
          f"DICOM sources: {info.dicom_dir}, masks: {info.csaws_dir}")

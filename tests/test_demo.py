@@ -58,7 +58,7 @@ def test_tiny_demo_training_writes_results_with_its_configuration(tmp_path):
     from csaws_tools.demo import run_demo
 
     lines = []
-    paths = run_demo(tmp_path / "d", workers=1, train=True, log=lines.append,
+    paths = run_demo(tmp_path / "d", workers=1, train=True, log=lines.append, sample_size=(320, 256),
                      training={"iterations": 1, "batch_size": 2, "val_every": 1, "val_max_tiles": 1,
                                "repetitions": 1, "per_class": 1})
     res = pd.read_parquet(paths["results"])
@@ -69,4 +69,4 @@ def test_tiny_demo_training_writes_results_with_its_configuration(tmp_path):
     assert "small synthetic run" in text and "from scratch" in text and "run 2 of 2" in text
     assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
     # a rerun into the same folder (a previous demo) is allowed
-    run_demo(tmp_path / "d", workers=1, train=False, log=lambda m: None)
+    run_demo(tmp_path / "d", workers=1, train=False, log=lambda m: None, sample_size=(320, 256))
