@@ -1,6 +1,7 @@
 """``csaws-prepare demo`` runs every stage and says where it wrote each output."""
 
 import h5py
+import pytest
 import numpy as np
 from click.testing import CliRunner
 
@@ -34,8 +35,38 @@ def test_demo_runs_every_stage(tmp_path):
     assert "results" not in result.output.split("wrote:")[-1]
 
 
+def test_demo_refuses_a_folder_that_is_not_a_previous_demo(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["demo", str(tmp_path), "--no-train"])
+    assert result.exit_code != 0 and "not empty" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "mine.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
 def test_demo_help_lists_options():
     result = CliRunner().invoke(main, ["demo", "--help"])
     assert result.exit_code == 0
     for option in ("--seed", "--workers", "--train / --no-train", "--iterations"):
         assert option in result.output
+
+
+@pytest.mark.slow
+def test_tiny_demo_training_writes_results_with_its_configuration(tmp_path):
+    """The demo's training stage end to end at a tiny size (the real demo is measured, not run, in CI)."""
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from csaws_tools.demo import run_demo
+
+    lines = []
+    paths = run_demo(tmp_path / "d", workers=1, train=True, log=lines.append, sample_size=(320, 256),
+                     training={"iterations": 1, "batch_size": 2, "val_every": 1, "val_max_tiles": 1,
+                               "repetitions": 1, "per_class": 1})
+    res = pd.read_parquet(paths["results"])
+    assert set(res["setting"]) == {"with", "without"} and set(res["repetition"]) == {0}
+    assert set(res["initialisation"]) == {"scratch"}
+    assert '"iterations": 1' in res["demo_configuration"].iloc[0]
+    text = "\n".join(lines)
+    assert "small synthetic run" in text and "from scratch" in text and "run 2 of 2" in text
+    assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
+    # a rerun into the same folder (a previous demo) is allowed
+    run_demo(tmp_path / "d", workers=1, train=False, log=lambda m: None, sample_size=(320, 256))

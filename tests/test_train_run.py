@@ -35,13 +35,13 @@ def prepared(tmp_path_factory):
     res = merge_masks(root / "raw", root / "maps", progress=False, workers=1)
     assert res.exit_code == 0
     p = prepare_inputs(root / "raw" / "CsawS", root / "maps", root / "inputs", patch_size=64, per_class=2,
-                       sizes=(2, 3), repetitions=2, workers=1, progress=False)
+                       sizes=(2, 3), repetitions=2, workers=1, progress=False, subsets="own")
     return root, p
 
 
 def tiny(p, **kw) -> TrainConfig:
     base = dict(iterations=3, batch_size=2, val_every=1, val_max_crops=4, eval_batch_size=8,
-                output_stride=16, augment=AugmentConfig(crop=48))
+                output_stride=16, augment=AugmentConfig(crop=48), pretrained=None, progress=False)
     base.update(kw)
     return TrainConfig(p.train_file_for(0), p.val_file, **base)
 
@@ -55,12 +55,12 @@ def test_resume_after_interruption(prepared, tmp_path):
     done = train_run(cfg, tmp_path / "run")
     assert done["status"] == "done" and done["iterations"] == 3
     assert [h["iteration"] for h in done["history"]] == [1, 2, 3]
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 3
     # the same run without interruption ends with identical weights (batches and augmentation
     # are functions of (seed, iteration), the RNG state is checkpointed)
     straight = train_run(cfg, tmp_path / "straight")
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k], ckpt["model"][k], atol=1e-5) for k in a)
     assert straight["history"][-1]["val_loss"] == pytest.approx(done["history"][-1]["val_loss"], rel=1e-4)
     # rerun: skipped; other settings in the same folder: refused
@@ -132,6 +132,9 @@ def test_grid_cell_end_to_end_on_sample(prepared, tmp_path):
     assert {"with_mean", "with_ci_low", "without_mean", "relative_gain"} <= set(summary.columns)
     assert "| consensus | 2 |" in (out / "summary.md").read_text()
     assert not (out / "runs/with/n2/rep0/last.pt").exists()  # only best.pt kept
+    assert set(table["initialisation"]) == {"scratch"} and table["weights_sha256"].isna().all()
+    assert "Initialisation: scratch" in (out / "summary.md").read_text()
+    assert set(table["protocol"]) == {table["protocol"].iloc[0]} and "selection sul" in table["protocol"].iloc[0]
     # rerun: every run and evaluation skipped, same results
     mtime = (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns
     again = run_grid(cfg, out, log=lambda m: None)
@@ -150,7 +153,8 @@ def test_cli_single_and_help(prepared, tmp_path):
     r = runner.invoke(train, ["single", "--train-file", p.train_file_for(0), "--val-file", p.val_file, "--scheme",
                               "leave-one-out:skin", "-o", str(tmp_path / "one"), "--iterations", "1",
                               "--batch-size", "2", "--crop", "48", "--val-every", "1", "--val-max-crops", "2",
-                              "--output-stride", "16", "--device", "cpu", "--threads", "2"])
+                              "--output-stride", "16", "--device", "cpu", "--threads", "2",
+                              "--pretrained", "none", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "done: selected iteration 1" in r.output
     cfg = json.loads((tmp_path / "one" / "config.json").read_text())
@@ -205,7 +209,7 @@ def test_stop_between_validations_keeps_a_resume_point(prepared, tmp_path):
     cfg = tiny(p, scheme="binary", iterations=2, val_every=2)
     first = train_run(cfg, tmp_path / "run", stop_after=1)
     assert first == {"status": "interrupted", "iteration": 1, "settings_hash": first["settings_hash"]}
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["iteration"] == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 1
     messages = []
     done = train_run(cfg, tmp_path / "run", log=messages.append)
     assert any("resuming" in m and "iteration 1" in m for m in messages)
@@ -240,7 +244,7 @@ def test_each_repetition_has_its_own_crops(prepared):
             centres.append(sorted(zip(f["index/center_row"][sel], f["index/center_col"][sel])))
     assert centres[0] != centres[1]
     with pytest.raises(Exception, match="per-repetition pattern"):
-        train_run(TrainConfig(p.train_file, p.val_file, iterations=1), "unused")
+        train_run(TrainConfig(p.train_file, p.val_file, iterations=1, pretrained=None), "unused")
 
 
 def test_cli_run_uses_each_repetitions_crops(prepared, tmp_path):
@@ -254,10 +258,33 @@ def test_cli_run_uses_each_repetitions_crops(prepared, tmp_path):
     r = CliRunner().invoke(train, ["run", str(inputs), "-o", str(out), "--test-maps", p.test_maps, "--sizes", "2",
                                    "--repetitions", "2", "--iterations", "1", "--batch-size", "2", "--crop", "48",
                                    "--val-every", "1", "--val-max-crops", "2", "--output-stride", "16",
-                                   "--device", "cpu", "--threads", "2"])
+                                   "--device", "cpu", "--threads", "2", "--pretrained", "none",
+                                   "--no-progress"])
     assert r.exit_code == 0, r.output
     for rep in range(2):
         for setting in ("with", "without"):
             cfg = json.loads((out / "runs" / setting / "n2" / f"rep{rep}" / "config.json").read_text())
             assert Path(cfg["config"]["train_file"]).name == f"train_rep{rep}.h5"
             assert cfg["settings"]["data"]["train_file"] == file_hash(p.train_file_for(rep))
+
+
+def test_imagenet_initialisation_from_the_hub_cache_is_recorded(prepared, tmp_path, monkeypatch):
+    """--pretrained imagenet with the weights in a (temporary) torch hub cache: loaded, SHA-256 recorded."""
+    import hashlib
+
+    from csaws_tools.train.model import IMAGENET_FILE, build_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    ckpt_dir = tmp_path / "th" / "hub" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    state = {k: torch.randn_like(v) for k, v in build_model(2, output_stride=16).backbone.state_dict().items()}
+    state["conv1.weight"] = torch.randn(64, 3, 7, 7)
+    torch.save(state, ckpt_dir / IMAGENET_FILE)
+    sha = hashlib.sha256((ckpt_dir / IMAGENET_FILE).read_bytes()).hexdigest()
+    _, p = prepared
+    m = train_run(tiny(p, scheme="binary", iterations=1, pretrained="imagenet"), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["initialisation"] == "imagenet" and info["weights_sha256"] == sha
+    assert m["initialisation"] == "imagenet" and m["weights_sha256"] == sha
+    assert "tensors loaded" in info["pretrained_report"]

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from csaws_tools.errors import SettingsError
+
 torch = pytest.importorskip("torch")
 
 from csaws_tools.errors import InputError  # noqa: E402
@@ -139,8 +141,8 @@ def test_augmentation_keeps_image_and_mask_aligned():
     assert ((a[:, 0] > 0.5).long() == m).float().mean() >= 0.999
     # the crop really moved/rotated things: not simply the top-left crop
     assert not torch.equal(m, mask[:, :48, :48])
-    # with the study's elastic deformation (alpha 256, sigma 2) on every sample
-    cfg = AugmentConfig(crop=48, brightness=0, contrast=0, elastic_p=1.0)
+    # with the paper's literal elastic deformation (alpha 256, sigma 2) on every sample
+    cfg = AugmentConfig(crop=48, brightness=0, contrast=0, elastic_p=1.0, elastic_sigma=2.0)
     a, m = augment_batch(img, mask, cfg, generator=g, normalise_output=False)
     agree = (a[:, 0] > 0.5).long() == m
     away = ~_boundary(m)
@@ -154,15 +156,22 @@ def test_augmentation_intensity_and_normalisation():
     img = torch.full((4, 1, 32, 32), 0.5)
     mask = torch.zeros(4, 32, 32, dtype=torch.long)
     g = torch.Generator().manual_seed(1)
-    cfg = AugmentConfig(crop=32, elastic_p=0.0, brightness=0.1, contrast=0.1)
+    cfg = AugmentConfig(crop=32, elastic_p=0.0, brightness=0.1, contrast=0.1, protocol="independent")
     a, _ = augment_batch(img, mask, cfg, generator=g, normalise_output=False)
     shift = a.mean(dim=(1, 2, 3)) - 0.5
     assert (shift.abs() <= 0.1 + 1e-6).all() and shift.abs().max() > 0
+    # paper protocol (SUL's RandomBrightnessContrast): x * a + b, a in 1 +- 0.1, b in +-0.1, half the crops untouched
+    big = torch.full((400, 1, 8, 8), 0.5)
+    a, _ = augment_batch(big, torch.zeros(400, 8, 8, dtype=torch.long), AugmentConfig(crop=8, elastic_p=0.0),
+                         generator=g, normalise_output=False)
+    shift = a.mean(dim=(1, 2, 3)) - 0.5
+    assert (shift.abs() <= 0.05 + 0.1 + 1e-6).all()
+    assert 0.4 < (shift == 0).float().mean() < 0.6
     a2, _ = augment_batch(img, mask, AugmentConfig(crop=32, elastic_p=0, brightness=0, contrast=0))
     assert torch.allclose(a2, torch.full_like(a2, (0.5 - 0.176) / 0.218))
     u8, _ = augment_batch((img * 255).to(torch.uint8)[:, 0], mask, AugmentConfig(crop=16), generator=g)
     assert u8.shape == (4, 1, 16, 16) and u8.dtype == torch.float32
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="--crop 64"):
         augment_batch(img, mask, AugmentConfig(crop=64))
 
 

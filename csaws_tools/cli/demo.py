@@ -13,17 +13,18 @@ from ._common import handle_errors
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes for each stage (default: all cores).")
 @click.option("--train/--no-train", default=None,
-              help="End with a very short with/without complementary-label training comparison "
+              help="End with a small CPU-sized with/without complementary-label comparison "
                    "(default: when PyTorch is installed).")
-@click.option("--iterations", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Training iterations per run of the comparison.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Training iterations per run of the comparison (default 120).")
 @handle_errors
-def demo(out: str, seed: int, workers: int | None, train: bool | None, iterations: int) -> None:
+def demo(out: str, seed: int, workers: int | None, train: bool | None, iterations: int | None) -> None:
     """Make a small sample dataset in OUT and run every stage on it, printing what it wrote and where.
 
     Stages: sample -> dicom2png -> merge-masks -> stats and preview -> splits and patches ->
-    (with PyTorch) a very short with/without complementary-label comparison that writes
-    results.parquet and a Figure-1-style plot. Finishes in a few minutes on two cores.
+    (with PyTorch) a small with/without complementary-label comparison sized for a CPU
+    (64-px patches, 120 iterations of batch 6 per run, from scratch, the paper protocol otherwise) that
+    writes results.parquet and a Figure-1-style plot. OUT must be empty, new or a previous demo.
     """
     from ..demo import run_demo
 

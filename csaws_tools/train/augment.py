@@ -1,8 +1,24 @@
 """Batch augmentation on whatever device the batch lives on (protocol section 5).
 
-Random flips, 90-degree rotations, a random crop (448 x 448 by default),
-elastic deformation (alpha 256, sigma 2) and random brightness / contrast
-(+-0.1), then intensity normalisation (mean 0.176, std 0.218 on [0, 1]).
+The default (``protocol="paper"``) reproduces what the authors' code does
+(SUL ``src/datasets.py`` ``BaseSet.get_trans_list_album`` with albumentations
+0.4.3), not the paper's literal numbers:
+
+* ``RandomRotate90(p=0.5)``: with probability 0.5 a rotation by k x 90 degrees,
+  k uniform in 0..3 (so k = 0 also happens inside the 0.5);
+* ``Flip(p=1)``: always one of horizontal, vertical or both (never the identity);
+* ``RandomCrop`` 448 x 448;
+* ``RandomBrightnessContrast(0.1, 0.1)`` with p = 0.5: ``x * a + b`` with
+  ``a`` uniform in 1 +- 0.1 (contrast scales about 0) and ``b`` uniform in +-0.1
+  of the maximum value, clipped to [0, 1];
+* ``ElasticTransform(p=0.5, alpha=256, sigma=256*2)``: uniform noise in [-1, 1]
+  smoothed by a Gaussian of sigma 512 px (scipy ``gaussian_filter``, mode
+  ``reflect``), times alpha. On a 448 crop that is a near-uniform sub-pixel
+  shift. ``elastic_sigma=2`` is the paper's literal reading; it tears lesions
+  into speckle and is only available as an explicit setting.
+
+``protocol="independent"`` keeps this tool's earlier draw (each flip with p 0.5,
+k uniform, contrast about the crop mean, brightness and contrast always).
 
 All geometric steps are folded into ONE sampling grid per sample, so the
 image is resampled once (bilinear) and the label map once (nearest
@@ -12,7 +28,10 @@ vectorised over the batch: no Python loop over samples or pixels.
 
 Elastic deformation follows Simard et al. (2003): a displacement field of
 uniform noise in [-1, 1], smoothed by a Gaussian of ``sigma`` pixels and
-scaled by ``alpha`` pixels, drawn independently for rows and columns.
+scaled by ``alpha`` pixels, drawn independently for rows and columns. The
+smoothing is scipy's ``gaussian_filter(mode="reflect", truncate=4)`` exactly,
+also when the kernel is far wider than the crop: it is applied as one
+(size x size) matrix per axis built with the reflections folded in.
 """
 
 from __future__ import annotations
@@ -27,13 +46,17 @@ MEAN = 0.176
 STD = 0.218
 
 
+PROTOCOLS = ("paper", "independent")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation settings; the defaults are the study's (protocol section 5).
+    """Augmentation settings; the defaults are what the authors' code does (protocol section 5).
 
-    Probabilities the study does not state are choices of this tool: each flip
-    with probability 0.5, a rotation by k x 90 degrees with k uniform in 0..3,
-    elastic deformation with probability ``elastic_p``.
+    ``protocol="paper"``: flips, rotation and brightness/contrast drawn as SUL's
+    albumentations pipeline draws them (module docstring);
+    ``"independent"``: each flip p 0.5, k uniform in 0..3, brightness and
+    contrast always, contrast about the crop mean.
     """
 
     crop: int | None = 448
@@ -41,11 +64,18 @@ class AugmentConfig:
     rotate90: bool = True
     elastic_p: float = 0.5
     elastic_alpha: float = 256.0
-    elastic_sigma: float = 2.0
+    elastic_sigma: float = 512.0
     brightness: float = 0.1
     contrast: float = 0.1
     mean: float = MEAN
     std: float = STD
+    protocol: str = "paper"
+    rotate90_p: float = 0.5
+    intensity_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"augmentation protocol {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,11 +106,40 @@ def smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(field, (0, 0, r, r), mode=pad_mode), ky, groups=c)
 
 
+_SMOOTHERS: dict[tuple[int, float], torch.Tensor] = {}
+
+
+def reflect_gaussian_matrix(n: int, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """(n, n) matrix M with ``M @ x`` = scipy ``gaussian_filter1d(x, sigma, mode="reflect")``.
+
+    The kernel radius may exceed n: every tap is folded back into the signal
+    by the half-sample symmetric reflection (period 2n), as scipy does.
+    """
+    key = (int(n), float(sigma))
+    if key not in _SMOOTHERS:
+        radius = max(1, int(truncate * float(sigma) + 0.5))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+        k = k / k.sum()
+        i = torch.arange(n, dtype=torch.int64).view(-1, 1)
+        src = (i + t.long().view(1, -1)) % (2 * n)
+        src = torch.where(src < n, src, 2 * n - 1 - src)
+        m = torch.zeros(n, n, dtype=torch.float64)
+        m.scatter_add_(1, src, k.view(1, -1).expand(n, -1).contiguous())
+        _SMOOTHERS[key] = m.float()
+    return _SMOOTHERS[key]
+
+
 def elastic_field(batch: int, size: int, alpha: float, sigma: float, *, device=None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Displacement in pixels, shape (B, 2, size, size): channel 0 rows, channel 1 columns."""
+    """Displacement in pixels, shape (B, 2, size, size): channel 0 rows, channel 1 columns.
+
+    Uniform noise in [-1, 1] per axis, Gaussian-smoothed (scipy reflect mode,
+    any sigma) and scaled by ``alpha`` (albumentations 0.4.3 ``elastic_transform``).
+    """
     noise = torch.rand(batch, 2, size, size, device=device, generator=generator) * 2 - 1
-    return smooth(noise, sigma) * alpha
+    m = reflect_gaussian_matrix(size, sigma).to(noise.device)
+    return (m @ noise @ m.T) * alpha
 
 
 def _rand(n: int, device, generator) -> torch.Tensor:
@@ -100,12 +159,20 @@ def sampling_grid(batch: int, in_size: tuple[int, int], out_size: int, cfg: Augm
     rr, cc = torch.meshgrid(idx, idx, indexing="ij")
     rr = rr.expand(batch, -1, -1)
     cc = cc.expand(batch, -1, -1)
+    paper = cfg.protocol == "paper"
     if cfg.rotate90:
         k = torch.randint(0, 4, (batch,), device=device, generator=g)
+        if paper:  # RandomRotate90(p=0.5): k uniform in 0..3 inside the 0.5
+            k = torch.where(_rand(batch, device, g) < cfg.rotate90_p, k, torch.zeros_like(k))
         cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[k].view(-1, 1, 1)
         sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[k].view(-1, 1, 1)
         rr, cc = cos * rr - sin * cc, sin * rr + cos * cc
-    if cfg.flip:
+    if cfg.flip and paper:  # Flip(p=1): d in {-1, 0, 1} -> both, vertical, horizontal
+        d = torch.randint(-1, 2, (batch,), device=device, generator=g)
+        fr = torch.where(d <= 0, -1.0, 1.0).view(-1, 1, 1)
+        fc = torch.where(d != 0, -1.0, 1.0).view(-1, 1, 1)
+        rr, cc = rr * fr, cc * fc
+    elif cfg.flip:
         fr = torch.where(_rand(batch, device, g) < 0.5, -1.0, 1.0).view(-1, 1, 1)
         fc = torch.where(_rand(batch, device, g) < 0.5, -1.0, 1.0).view(-1, 1, 1)
         rr, cc = rr * fr, cc * fc
@@ -142,13 +209,24 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig 
     b, _, h, w = images.shape
     size = min(h, w) if cfg.crop is None else int(cfg.crop)
     if size > min(h, w):
-        raise ValueError(f"crop {size} is larger than the {h}x{w} input")
+        from ..errors import SettingsError
+
+        raise SettingsError(f"--crop {size} is larger than the {h}x{w} training crops; use --crop {min(h, w)} "
+                            "or less")
     grid = sampling_grid(b, (h, w), size, cfg, device=images.device, generator=generator)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
     lab = F.grid_sample(masks.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
                         align_corners=True)
     lab = lab.squeeze(1).round_().long()
-    if cfg.brightness or cfg.contrast:
+    if (cfg.brightness or cfg.contrast) and cfg.protocol == "paper":
+        # RandomBrightnessContrast(p=0.5), brightness_by_max: x * a + b, clipped
+        c = 1.0 + (_rand(b, images.device, generator) * 2 - 1) * cfg.contrast
+        d = (_rand(b, images.device, generator) * 2 - 1) * cfg.brightness
+        on = _rand(b, images.device, generator) < cfg.intensity_p
+        c = torch.where(on, c, torch.ones_like(c))
+        d = torch.where(on, d, torch.zeros_like(d))
+        out = (out * c.view(-1, 1, 1, 1) + d.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+    elif cfg.brightness or cfg.contrast:
         c = 1.0 + (_rand(b, images.device, generator) * 2 - 1) * cfg.contrast
         d = (_rand(b, images.device, generator) * 2 - 1) * cfg.brightness
         mean = out.mean(dim=(1, 2, 3), keepdim=True)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text_atomic
 from ..batch import settings_hash
-from ..errors import InputError
+from ..errors import InputError, SettingsError
 from ..labels import parse_scheme
 from .data import file_hash, read_index
 from .loop import TrainConfig, load_selected, resolve_device, train_run
@@ -90,6 +90,30 @@ def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
     return out
 
 
+def grid_from_splits(splits: str | os.PathLike | None, sizes: Sequence[int] | None,
+                     repetitions: int | None) -> tuple[tuple[int, ...], int]:
+    """Sizes and repetition count of the grid: the splits file's, narrowed by explicit ``sizes`` / ``repetitions``."""
+    if not splits:
+        return tuple(int(n) for n in (sizes or DEFAULT_SIZES)), int(repetitions or DEFAULT_REPETITIONS)
+    from ..splits import load_splits
+
+    sp = load_splits(splits)
+    have = {int(n): len(reps) for n, reps in sp.get("subsets", {}).items() if str(n).isdigit()}
+    if not have:
+        raise SettingsError(f"{splits}: holds no training subsets")
+    if sizes:
+        missing = [int(n) for n in sizes if int(n) not in have]
+        if missing:
+            raise SettingsError(f"--sizes {','.join(map(str, missing))}: {splits} has no subset of that size "
+                                f"(it has {', '.join(map(str, sorted(have)))})")
+    chosen = tuple(int(n) for n in (sizes or sorted(have)))
+    most = min(have[n] for n in chosen)
+    if repetitions and repetitions > most:
+        raise SettingsError(f"--repetitions {repetitions}: {splits} has only {most} repetition(s) of "
+                            f"size {min(chosen, key=lambda n: have[n])}")
+    return chosen, int(repetitions or most)
+
+
 def train_file_of(cfg: ExperimentConfig, repetition: int) -> str:
     """The training crops of one repetition: ``{rep}`` in the file name is the repetition."""
     return cfg.train.train_file.format(rep=int(repetition)) if "{rep}" in cfg.train.train_file else cfg.train.train_file
@@ -113,14 +137,18 @@ def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[st
     device = resolve_device(cfg.train.device)
     tiles_hash = file_hash(cfg.test_tiles)
     rows: list[dict] = []
+    n_runs = sum(len(reps) for reps in grid.values()) * len(SETTINGS)
+    k = 0
     for n, reps in grid.items():
         for rep, ids in reps.items():
             for setting in SETTINGS:
+                k += 1
                 run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
                 tcfg = replace(cfg.train, scheme=schemes[setting].spec, image_ids=list(ids),
                                seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep))
-                log(f"[{setting} N={n} rep={rep}] {len(ids)} images")
-                metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite)
+                log(f"run {k} of {n_runs}: {setting} N={n} rep={rep}, {len(ids)} images")
+                metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite,
+                                    progress_name=f"run {k}/{n_runs} {setting} N={n} rep={rep}")
                 if not cfg.keep_last:
                     (run_dir / "last.pt").unlink(missing_ok=True)
                 test = _evaluate_run(run_dir, cfg, device, metrics["settings_hash"], tiles_hash, overwrite)
@@ -130,6 +158,10 @@ def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[st
                                  "num_classes": schemes[setting].num_classes,
                                  "selected_iteration": metrics.get("selected_iteration"),
                                  "selected_val_iou": metrics.get("selected_val_iou"),
+                                 "iterations": metrics.get("iterations"),
+                                 "initialisation": metrics.get("initialisation"),
+                                 "weights_sha256": metrics.get("weights_sha256"),
+                                 "protocol": _protocol_label(cfg.train),
                                  "run": str(run_dir.relative_to(out))})
     results = pd.DataFrame(rows)
     with atomic_path(out / "results.parquet") as tmp:
@@ -137,9 +169,23 @@ def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[st
     table = summarise(results)
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
-    write_text_atomic(out / "summary.md", summary_markdown(table) + "\n")
+    write_text_atomic(out / "summary.md", summary_markdown(table) + "\n\n" + _settings_note(results, cfg) + "\n")
     plot_figure1(results, out / "figure1.png")
     return results
+
+
+def _protocol_label(t: TrainConfig) -> str:
+    """Short description of the protocol items that decide the result (also in results.parquet)."""
+    length = f"{t.iterations} iterations" if t.iterations is not None else f"{t.epochs:g} epochs"
+    return (f"selection {t.selection}, val loss {t.val_loss}, augment {t.augment.protocol} "
+            f"(elastic p {t.augment.elastic_p:g} sigma {t.augment.elastic_sigma:g}, crop {t.augment.crop}), "
+            f"{length}, batch {t.batch_size}, lr {t.lr:g}, val every {t.val_every}")
+
+
+def _settings_note(results: pd.DataFrame, cfg: ExperimentConfig) -> str:
+    inits = sorted({f"{r.initialisation} (weights SHA-256 {r.weights_sha256})" if r.weights_sha256
+                    else str(r.initialisation) for r in results.itertuples()}) if len(results) else []
+    return (f"Initialisation: {'; '.join(inits) or 'n/a'}.\n\nProtocol: {_protocol_label(cfg.train)}.")
 
 
 def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, tiles_hash: str,
@@ -208,18 +254,28 @@ def plot_figure1(results: pd.DataFrame, path: str | os.PathLike, evaluated_again
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     colours = {"with": "#d62728", "without": "#1f77b4"}
     labels = {"with": "with complementary labels", "without": "without complementary labels"}
+    styles = {"with": ("o", "-", -1), "without": ("s", "--", 1)}  # marker, line, side of the small x offset
+    top = 0.0
     if len(table):
-        x = table["n_train"].to_numpy()
+        x = table["n_train"].to_numpy(float)
+        xs = np.arange(len(x), dtype=float)  # evenly spaced positions, labelled with N
         for s in SETTINGS:
             m = table[f"{s}_mean"].to_numpy(float)
             lo = table[f"{s}_ci_low"].to_numpy(float)
             hi = table[f"{s}_ci_high"].to_numpy(float)
-            ax.plot(x, m, "o-", color=colours[s], label=labels[s])
+            marker, line, side = styles[s]
+            pos = xs + side * 0.06
             ok = np.isfinite(lo) & np.isfinite(hi)
-            if ok.any():
-                ax.fill_between(x[ok], lo[ok], hi[ok], color=colours[s], alpha=0.2, linewidth=0)
-        ax.set_xticks(x)
-    ax.set_xlabel("training images N")
+            err = np.vstack([np.where(ok, m - lo, 0.0), np.where(ok, hi - m, 0.0)])
+            ax.errorbar(pos, m, yerr=err, fmt=marker + line, color=colours[s], label=labels[s], capsize=3,
+                        markersize=6, markerfacecolor="white" if s == "without" else colours[s])
+            vals = np.concatenate([m[np.isfinite(m)], hi[np.isfinite(hi)]])
+            top = max(top, float(vals.max()) if vals.size else 0.0)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(int(v)) for v in x])
+        ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
+    ax.set_ylim(0, max(0.05, min(1.0, top * 1.15)))
+    ax.set_xlabel("training-set size N")
     ax.set_ylabel(f"cancer IoU ({ref.replace('_', ' ')})")
     ax.set_title("CSAW-S: complementary labels")
     ax.grid(alpha=0.3)

@@ -1,10 +1,17 @@
 """One training run of the study (protocol section 5), resumable.
 
 Adam (lr 1e-4, weight decay 1e-6), batch 12, cross-entropy, augmentation on
-the device, bf16 autocast and channels-last on CUDA. Every ``val_every``
-iterations the model is validated on the validation crops (cancer IoU and
-loss), the checkpoint rule of :mod:`csaws_tools.train.selection` is applied,
-and ``last.pt`` is saved atomically; an interrupted run restarts from it.
+the device, bf16 autocast and channels-last on CUDA, ImageNet-initialised by
+default. Length: 100 epochs over the run's crops (SUL ``params.json``
+``epochs``), i.e. ``ceil(100 * n_crops / batch)`` iterations, unless
+``iterations`` is given. Every ``val_every`` (100, SUL ``log_every``)
+iterations the model is validated on the validation tiles (cancer IoU and
+the cross-entropy of the cancer pixels only, SUL ``Trainer.evaluate``), the
+checkpoint rule of :mod:`csaws_tools.train.selection` is applied, and
+``last.pt`` is saved atomically; an interrupted run restarts from it.
+
+Checkpoints hold only tensors, numbers, strings, lists and dicts and are
+read with ``torch.load(weights_only=True)``: nothing is unpickled.
 
 Run folder::
 
@@ -35,15 +42,17 @@ import torch.nn.functional as F
 from .. import __version__
 from ..atomic import atomic_path, write_text_atomic
 from ..batch import settings_hash
-from ..errors import InputError
+from ..errors import InputError, OutputError, SettingsError
 from ..labels import parse_scheme
 from .augment import AugmentConfig, augment_batch, prepare_eval
 from .data import CropSource, Prefetcher, file_hash, iter_crops, read_index, select_rows
 from .metrics import CANCER, Confusion, confusion
 from .model import build_model
-from .selection import TOLERANCE, WINDOW, moving_average, select_checkpoint
+from .progress import Progress
+from .selection import RULES, TOLERANCE, WINDOW, moving_average, select_checkpoint
 
 SCHEDULES = ("constant", "poly", "cosine")
+VAL_LOSSES = ("cancer", "all")
 
 
 @dataclass
@@ -54,19 +63,21 @@ class TrainConfig:
     val_file: str
     scheme: str = "all"
     image_ids: list[str] | None = None
-    iterations: int = 10000
-    epochs: float | None = None
+    iterations: int | None = None
+    epochs: float | None = 100.0
     batch_size: int = 12
     lr: float = 1e-4
     weight_decay: float = 1e-6
     schedule: str = "constant"
     warmup: int = 0
-    val_every: int = 500
+    val_every: int = 100
     val_max_crops: int | None = None
+    val_loss: str = "cancer"
+    selection: str = "sul"
     eval_batch_size: int = 16
     output_stride: int = 8
     aux_loss: bool = False
-    pretrained: str | None = None
+    pretrained: str | None = "imagenet"
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     selection_window: int = WINDOW
@@ -78,8 +89,23 @@ class TrainConfig:
     prefetch: int = 3
     cache_mb: float = 4096
     threads: int | None = None
+    progress: bool = True
 
-    EXECUTION = ("device", "amp", "channels_last", "prefetch", "cache_mb", "threads")
+    EXECUTION = ("device", "amp", "channels_last", "prefetch", "cache_mb", "threads", "progress")
+
+    def __post_init__(self) -> None:
+        if self.selection not in RULES:
+            raise SettingsError(f"--selection {self.selection}: expected one of {', '.join(RULES)}")
+        if self.val_loss not in VAL_LOSSES:
+            raise SettingsError(f"--val-loss {self.val_loss}: expected one of {', '.join(VAL_LOSSES)}")
+        if self.iterations is None and self.epochs is None:
+            raise SettingsError("give --epochs or --iterations")
+
+    def total_iterations(self, n_crops: int) -> int:
+        """``iterations`` when given, else ``ceil(epochs * n_crops / batch_size)`` (SUL: 100 epochs)."""
+        if self.iterations is not None:
+            return int(self.iterations)
+        return max(1, math.ceil(float(self.epochs) * int(n_crops) / int(self.batch_size)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -164,8 +190,14 @@ def _generator(device: torch.device, seed: int, iteration: int) -> torch.Generat
 @torch.no_grad()
 def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.device, *,
              batch_size: int = 16, max_crops: int | None = None, amp: bool = True,
-             channels_last: bool = False, augment: AugmentConfig | None = None) -> dict:
-    """Mean cross-entropy and cancer confusion over the (first ``max_crops``) validation crops."""
+             channels_last: bool = False, augment: AugmentConfig | None = None, loss: str = "cancer") -> dict:
+    """Validation loss and cancer confusion over the validation tiles (``max_crops`` evenly spaced ones).
+
+    ``loss="cancer"`` (SUL ``Trainer.evaluate``: cross-entropy weighted 1 on
+    the target class, 0 elsewhere): the mean cross-entropy of the pixels whose
+    reference is cancer, pooled over all tiles (NaN when there is none);
+    ``"all"``: the mean cross-entropy of every pixel.
+    """
     model.eval()
     mean = augment.mean if augment else 0.176
     std = augment.std if augment else 0.218
@@ -180,11 +212,17 @@ def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.d
         with autocast(device, amp):
             logits = model(x)["out"]
         logits = logits.float()
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        pixels += y.numel()
+        ce = F.cross_entropy(logits, y, reduction="none")
+        if loss == "cancer":
+            keep = y == CANCER
+            loss_sum += float(ce[keep].sum())
+            pixels += int(keep.sum())
+        else:
+            loss_sum += float(ce.sum())
+            pixels += y.numel()
         conf = conf + confusion(logits.argmax(1), y, CANCER)
     model.train()
-    return {"val_loss": loss_sum / max(pixels, 1), "val_iou": conf.iou, "val_tp": conf.tp,
+    return {"val_loss": loss_sum / pixels if pixels else float("nan"), "val_iou": conf.iou, "val_tp": conf.tp,
             "val_fp": conf.fp, "val_fn": conf.fn}
 
 
@@ -195,6 +233,17 @@ def check_no_shared_patients(train_index: pd.DataFrame, val_index: pd.DataFrame,
         more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
         raise InputError(f"{val_file}: validation crops of training patient(s) {', '.join(shared[:5])}{more}; "
                          "training and validation must not share patients (use the splits of csaws-prepare splits)")
+
+
+def check_crop(cfg: TrainConfig) -> None:
+    """``--crop`` must fit in the training crops (a one-line error naming the option and the file)."""
+    from .data import open_patches
+
+    with open_patches(cfg.train_file) as r:
+        size = int(r.size)
+    if cfg.augment.crop is not None and int(cfg.augment.crop) > size:
+        raise SettingsError(f"--crop {cfg.augment.crop} is larger than the {size}-px crops of {cfg.train_file}; "
+                            f"use --crop {size} or less")
 
 
 def run_status(run_dir: str | os.PathLike) -> str:
@@ -208,12 +257,36 @@ def run_status(run_dir: str | os.PathLike) -> str:
 
 
 def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", required: tuple[str, ...] = ()) -> dict:
+    """A checkpoint read with ``torch.load(weights_only=True)`` (never unpickles objects).
+
+    Anything else (a pickle with code in it, a truncated file, keys missing) is
+    an :class:`InputError` naming the file.
+    """
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable checkpoint ends the same way
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: not a checkpoint this tool can read safely ({type(exc).__name__}: "
+                         f"{first[:160]})") from None
+    if not isinstance(ckpt, dict):
+        raise InputError(f"{path}: not a checkpoint (expected a dict, found {type(ckpt).__name__})")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise InputError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
 
 
 def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int | None = None,
-              log: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
+              log: Callable[[str], None] | None = None, overwrite: bool = False,
+              progress_name: str | None = None) -> dict:
     """Train (or resume, or skip) one run; return its metrics dict.
 
     ``stop_after``: stop once this many iterations are done in total (leaves a
@@ -229,12 +302,24 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     train_index = read_index(cfg.train_file)
     rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
     check_no_shared_patients(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
-    total = int(cfg.iterations)
-    if cfg.epochs is not None:
-        total = max(1, math.ceil(cfg.epochs * rows.size / cfg.batch_size))
+    check_crop(cfg)
+    total = cfg.total_iterations(rows.size)
     hashes = {"train_file": file_hash(cfg.train_file), "val_file": file_hash(cfg.val_file)}
-    if cfg.pretrained:
-        hashes["pretrained"] = file_hash(cfg.pretrained)
+    from .model import resolve_pretrained
+
+    weights = resolve_pretrained(cfg.pretrained)
+    init = {"initialisation": "scratch" if weights is None else
+            ("imagenet" if str(cfg.pretrained).lower() == "imagenet" else "file"),
+            "weights_file": weights, "weights_sha256": file_hash(weights) if weights else None}
+    if weights:
+        hashes["pretrained"] = init["weights_sha256"]
+    if init["initialisation"] == "imagenet":
+        from .model import IMAGENET_FILE, IMAGENET_HASH_PREFIX
+
+        if not init["weights_sha256"].startswith(IMAGENET_HASH_PREFIX):
+            init["weights_note"] = (f"SHA-256 does not start with {IMAGENET_HASH_PREFIX}: not torchvision's "
+                                    f"{IMAGENET_FILE}")
+            log(f"warning: {weights}: {init['weights_note']}")
     settings = dict(cfg.settings(), data=hashes, total_iterations=total)
     shash = settings_hash(settings)
 
@@ -259,9 +344,9 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     _seed_all(cfg.seed)
     model = build_model(scheme.num_classes, output_stride=cfg.output_stride, aux_loss=cfg.aux_loss)
     load_report = None
-    if cfg.pretrained:
+    if weights:
         from .model import load_pretrained
-        load_report = load_pretrained(model, cfg.pretrained).summary()
+        load_report = load_pretrained(model, weights, require_backbone=True).summary()
         log(load_report)
     use_cl = cfg.channels_last and device.type == "cuda"
     model = model.to(device)
@@ -273,7 +358,8 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     start, history, best_index = 0, [], None
     last_path = run_dir / "last.pt"
     if last_path.is_file():
-        ckpt = torch.load(last_path, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(last_path, device, ("model", "optimizer", "scheduler", "iteration", "history",
+                                                   "settings_hash", "torch_rng"))
         if ckpt.get("settings_hash") != shash:
             raise InputError(f"{last_path}: checkpoint of a run with other settings; use --overwrite or "
                              f"another output folder")
@@ -281,7 +367,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start, history, best_index = int(ckpt["iteration"]), list(ckpt["history"]), ckpt.get("best_index")
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         log(f"resuming {run_dir} at iteration {start}")
 
     info = {
@@ -291,7 +377,8 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         "tool_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "scheme": scheme.to_dict(), "n_crops": int(rows.size), "n_images": int(train_index.loc[rows, "image_id"].nunique()),
-        "iterations": total, "pretrained_report": load_report,
+        "iterations": total, "pretrained_report": load_report, **init,
+        "length": ("iterations" if cfg.iterations is not None else f"{cfg.epochs:g} epochs"),
     }
     write_text_atomic(run_dir / "config.json", json.dumps(info, indent=1, default=str) + "\n")
 
@@ -307,6 +394,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     val_every = max(1, int(cfg.val_every))
     model.train()
     t0, seen = time.perf_counter(), 0
+    bar = Progress(progress_name or run_dir.name, start, end, enabled=cfg.progress)
     pre = Prefetcher(source, start, end, depth=cfg.prefetch, pin=device.type == "cuda")
     try:
         for it, img, msk in pre:
@@ -326,14 +414,15 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
             sched.step()
             seen += 1
             done_its = it + 1
+            bar.update(done_its)
             if done_its % val_every == 0 or done_its == total:
                 rec = {"iteration": done_its, "train_loss": float(loss.detach()),
                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
                 rec.update(validate(model, cfg.val_file, scheme.lut, device, batch_size=cfg.eval_batch_size,
                                     max_crops=cfg.val_max_crops, amp=cfg.amp, channels_last=use_cl,
-                                    augment=cfg.augment))
+                                    augment=cfg.augment, loss=cfg.val_loss))
                 history.append(rec)
-                chosen = select_checkpoint(history, cfg.selection_window, cfg.selection_tolerance)
+                chosen = select_checkpoint(history, cfg.selection_window, cfg.selection_tolerance, cfg.selection)
                 if chosen == len(history) - 1:
                     best_index = chosen
                     _save({"model": model.state_dict(), "iteration": done_its, "settings_hash": shash,
@@ -341,9 +430,10 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
                            "aux_loss": cfg.aux_loss, "scheme": scheme.spec}, run_dir / "best.pt")
                 save_last(done_its)
                 _write_history(run_dir, history, cfg)
-                log(f"{run_dir.name}: it {done_its}/{total} loss {rec['train_loss']:.4f} "
-                    f"val_loss {rec['val_loss']:.4f} val_iou {rec['val_iou']:.4f}")
+                bar.note(f"loss {rec['train_loss']:.4f} val_loss ({cfg.val_loss}) {rec['val_loss']:.4f} "
+                         f"val_iou {rec['val_iou']:.4f}" + (" (saved)" if chosen == len(history) - 1 else ""))
     finally:
+        bar.close()
         pre.close()
         source.close()
     elapsed = time.perf_counter() - t0
@@ -351,6 +441,13 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         if end > start and end % val_every:  # stopped between validations: keep the progress
             save_last(end)
         return {"status": "interrupted", "iteration": end, "settings_hash": shash}
+    fallback = None
+    if best_index is None and history:
+        # the rule never saved (no IoU above 0): keep the last validation's weights, and say so
+        best_index, fallback = len(history) - 1, "last validation (the selection rule saved none)"
+        _save({"model": model.state_dict(), "iteration": history[-1]["iteration"], "settings_hash": shash,
+               "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
+               "aux_loss": cfg.aux_loss, "scheme": scheme.spec}, run_dir / "best.pt")
     best = history[best_index] if best_index is not None else None
     metrics = {
         "status": "done", "settings_hash": shash, "iterations": total,
@@ -358,6 +455,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         "selected_val_iou": best["val_iou"] if best else None,
         "selected_val_loss": best["val_loss"] if best else None,
         "final_val_iou": history[-1]["val_iou"] if history else None,
+        "selection": cfg.selection, "selection_fallback": fallback, **init,
         "train_seconds_this_session": elapsed, "steps_per_second_this_session": seen / elapsed if elapsed else None,
         "history": history,
     }
@@ -377,8 +475,11 @@ def load_selected(run_dir: str | os.PathLike, device: torch.device | str = "cpu"
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise InputError(f"{path}: no selected checkpoint (run not finished?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, "cpu", ("model", "num_classes", "output_stride"))
     model = build_model(int(ckpt["num_classes"]), output_stride=int(ckpt["output_stride"]),
                         aux_loss=bool(ckpt.get("aux_loss", False)))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"{path}: weights do not fit the model ({str(exc).splitlines()[0][:160]})") from None
     return model.to(device).eval()

@@ -12,7 +12,10 @@ torchvision checkpoints load by name. Differences, as in the CSAW-S study:
   RGB channel of a pretrained checkpoint);
 * output stride 8 (layers 3 and 4 dilated) or 16 (layer 4 dilated).
 
-Nothing is ever downloaded: :func:`load_pretrained` reads a local file.
+:func:`load_pretrained` reads a local file; :func:`resolve_pretrained` turns
+``"imagenet"`` into torchvision's V1 ResNet-50 weights (``resnet50-19c8e357.pth``,
+the file torchvision 0.4 and the authors' code used) found in the torch hub
+cache, or downloaded there with its SHA-256 prefix checked when the machine is online.
 """
 
 from __future__ import annotations
@@ -25,9 +28,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, SettingsError
 
 GROUPS = 32
+
+#: torchvision's V1 ImageNet ResNet-50 weights (torchvision <= 0.12 ``pretrained=True``; SUL ``src/models.py``).
+IMAGENET_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"
+IMAGENET_FILE = IMAGENET_URL.rsplit("/", 1)[-1]
+IMAGENET_HASH_PREFIX = "19c8e357"  # torch.hub's check_hash: the SHA-256 starts with the name's suffix
+
+
+def hub_checkpoint_dir() -> str:
+    """``$TORCH_HOME/hub/checkpoints`` (torch.hub's cache of downloaded weights)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def resolve_pretrained(spec: str | os.PathLike | None) -> str | None:
+    """The weights file of ``--pretrained``: None for ``none``; a path for ``imagenet`` or a file.
+
+    ``imagenet``: ``resnet50-19c8e357.pth`` from the torch hub cache, else
+    downloaded there by ``torch.hub.load_state_dict_from_url(check_hash=True)``;
+    offline without the file this is a :class:`SettingsError` saying where to put it.
+    """
+    if spec is None or str(spec).lower() in ("", "none", "scratch"):
+        return None
+    if str(spec).lower() != "imagenet":
+        if not os.path.isfile(spec):
+            raise SettingsError(f"--pretrained {spec}: file not found (give a file, 'imagenet' or 'none')")
+        return str(spec)
+    cached = os.path.join(hub_checkpoint_dir(), IMAGENET_FILE)
+    if os.path.isfile(cached):
+        return cached
+    try:
+        torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=False, check_hash=True,
+                                           weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - offline, proxy, hash mismatch: all end the same way
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SettingsError(
+            f"--pretrained imagenet: {IMAGENET_FILE} is not in {hub_checkpoint_dir()} and could not be downloaded "
+            f"({reason}); copy it there from {IMAGENET_URL} (or set TORCH_HOME), give --pretrained FILE, or "
+            f"--pretrained none to train from scratch") from None
+    if not os.path.isfile(cached):
+        raise SettingsError(f"--pretrained imagenet: download finished but {cached} is missing")
+    return cached
 
 
 def norm(channels: int) -> nn.GroupNorm:
@@ -209,7 +252,8 @@ def _unwrap(state: Any, path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_pretrained(model: DeepLabV3, source: str | os.PathLike | dict[str, torch.Tensor]) -> LoadReport:
+def load_pretrained(model: DeepLabV3, source: str | os.PathLike | dict[str, torch.Tensor], *,
+                    require_backbone: bool = False) -> LoadReport:
     """Initialise ``model`` from a local torchvision ResNet-50 or DeepLabv3 state dict.
 
     * ResNet-50 ImageNet keys (``conv1.weight``, ``layer1.0.conv1.weight``, ...)
@@ -259,6 +303,11 @@ def load_pretrained(model: DeepLabV3, source: str | os.PathLike | dict[str, torc
         report.loaded.append(key)
     if not new:
         raise InputError(f"{label}: no tensor matches a ResNet-50 or DeepLabv3 parameter name")
+    if require_backbone:
+        absent = [k for k in target if k.startswith("backbone.") and k not in new]
+        if absent:
+            raise InputError(f"{label}: not a ResNet-50 state dict ({len(absent)} backbone tensors missing or of "
+                             f"another shape, e.g. {absent[0]})")
     model.load_state_dict(new, strict=False)
     report.missing = sorted(set(target) - set(new))
     return report
