@@ -220,3 +220,8 @@ def summarize_cmd(experiment, against):
 def main(argv: list[str] | None = None) -> None:
     """Console script ``csaws-train`` (the same commands as ``csaws-prepare train``)."""
     train.main(args=argv, prog_name="csaws-train")
+
+
+from .train_predict import predict as _predict  # noqa: E402
+
+train.add_command(_predict)
