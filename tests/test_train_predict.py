@@ -22,7 +22,15 @@ from csaws_tools.png import read_png, write_png  # noqa: E402
 from csaws_tools.train.augment import MEAN, STD, prepare_eval  # noqa: E402
 from csaws_tools.train.predict import predict, predict_image, read_run, tile_starts, to_unit  # noqa: E402
 
-torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one thread avoids thread start-up and contention costs on a shared CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class PerPixel(torch.nn.Module):
@@ -109,7 +117,7 @@ def test_map_of_an_image_not_a_multiple_of_the_tile_has_its_size_and_equals_whol
     with torch.no_grad():
         whole = model(x)["out"].argmax(1)[0].numpy().astype(np.uint8)
     assert len(np.unique(whole)) == 3  # the test means something: every class occurs
-    for overlap, batch in ((0.0, 4), (0.25, 1), (0.5, 7), (0.75, 64)):
+    for overlap, batch in ((0.0, 4), (0.25, 1), (0.5, 7)):
         labels, n_tiles = predict_image(model, to_unit(img), tile=64, overlap=overlap, batch_size=batch)
         assert labels.shape == (530, 700) and labels.dtype == np.uint8
         np.testing.assert_array_equal(labels, whole, err_msg=f"overlap {overlap}, batch {batch}")
@@ -149,10 +157,10 @@ def test_tiles_are_normalised_as_training_crops_and_padded_with_black():
     predict_image(Recorder(), to_unit(img), tile=32, overlap=0.0, batch_size=8, device="cpu")
     tiles = torch.cat(seen)
     assert tiles.shape == (6, 1, 32, 32)  # 2 rows x 3 columns of tiles
-    torch.testing.assert_close(tiles[0], prepare_eval(torch.from_numpy(img[:32, :32])[None])[0])
+    np.testing.assert_array_equal(tiles[0].numpy(), prepare_eval(torch.from_numpy(img[:32, :32])[None])[0].numpy())
     padded = np.zeros((64, 96), np.uint8)
     padded[:40, :70] = img
-    torch.testing.assert_close(tiles[5], prepare_eval(torch.from_numpy(padded[32:, 64:])[None])[0])
+    np.testing.assert_array_equal(tiles[5].numpy(), prepare_eval(torch.from_numpy(padded[32:, 64:])[None])[0].numpy())
     # 16-bit images are scaled by 65535: the same picture in 16 bits gives the same input
     np.testing.assert_allclose(to_unit(img.astype(np.uint16) * 257), to_unit(img), atol=1e-7)
 
@@ -163,9 +171,11 @@ def test_rerun_skips_up_to_date_maps_and_redoes_edited_inputs_and_a_new_checkpoi
     (images / "sub").mkdir(parents=True)
     write_png(images / "a.png", mammogram_like((70, 90), 1))
     write_png(images / "sub" / "b.png", mammogram_like((50, 40), 2, np.uint16))
+    write_png(images / "a_cancer.png", np.zeros((70, 90), np.uint8))  # a class mask beside its image
     kw = dict(builder=per_pixel_builder, progress=False)
     first = predict(run, [images], tmp_path / "out", **kw)
     assert first.count("ok") == 2 and (tmp_path / "out" / "sub" / "b.png").is_file()
+    assert not (tmp_path / "out" / "a_cancer.png").exists()
     before = (tmp_path / "out" / "a.png").stat().st_mtime_ns
     again = predict(run, [images], tmp_path / "out", **kw)
     assert again.count("skipped") == 2 and again.exit_code == 0

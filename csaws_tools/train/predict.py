@@ -45,7 +45,7 @@ import torch
 
 from ..atomic import write_text_atomic
 from ..batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
-from ..classes import labels_json
+from ..classes import labels_json, split_mask_stem
 from ..errors import InputError, SettingsError, one_line
 from ..identity import file_identity
 from ..labels import LabelScheme, parse_scheme, scheme_labels_table
@@ -464,8 +464,17 @@ def _inside(path: Path, folder: Path | None) -> bool:
         return False
 
 
+def _is_mask_beside_its_image(path: Path) -> bool:
+    """``<image>_<class>.png`` next to ``<image>.png`` (the release layout): a mask, not an image."""
+    image_id, token = split_mask_stem(path.stem)
+    return token is not None and (path.parent / f"{image_id}{path.suffix}").is_file()
+
+
 def plan_tasks(images: Iterable[str | os.PathLike], out: Path, overlay_dir: Path | None) -> list[Task]:
     """One task per PNG: files as given (``OUT/<name>``), folders searched recursively (same sub-folders).
+
+    In folders, the class masks of the release layout (``<image>_<class>.png``
+    beside ``<image>.png``) are not images and are passed over.
 
     A path that does not exist, or whose output would be the input itself,
     becomes a task that fails with one line (the batch goes on).
@@ -476,7 +485,7 @@ def plan_tasks(images: Iterable[str | os.PathLike], out: Path, overlay_dir: Path
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() == ".png"
                            and not f.name.startswith(".") and not _inside(f, out) and not _inside(f, overlay_dir))
-            pairs = [(f, f.relative_to(p)) for f in found]
+            pairs = [(f, f.relative_to(p)) for f in found if not _is_mask_beside_its_image(f)]
         else:
             pairs = [(p, Path(p.name).with_suffix(".png"))]
         for src, rel in pairs:
