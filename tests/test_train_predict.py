@@ -118,7 +118,7 @@ def test_map_of_an_image_not_a_multiple_of_the_tile_has_its_size_and_equals_whol
         whole = model(x)["out"].argmax(1)[0].numpy().astype(np.uint8)
     assert len(np.unique(whole)) == 3  # the test means something: every class occurs
     for overlap, batch in ((0.0, 4), (0.25, 1), (0.5, 7)):
-        labels, n_tiles = predict_image(model, to_unit(img), tile=64, overlap=overlap, batch_size=batch)
+        labels, _ = predict_image(model, to_unit(img), tile=64, overlap=overlap, batch_size=batch)
         assert labels.shape == (530, 700) and labels.dtype == np.uint8
         np.testing.assert_array_equal(labels, whole, err_msg=f"overlap {overlap}, batch {batch}")
     assert predict_image(model, to_unit(img), tile=64, overlap=0.0)[1] == 9 * 11  # ceil(530/64) x ceil(700/64)
@@ -172,7 +172,7 @@ def test_rerun_skips_up_to_date_maps_and_redoes_edited_inputs_and_a_new_checkpoi
     write_png(images / "a.png", mammogram_like((70, 90), 1))
     write_png(images / "sub" / "b.png", mammogram_like((50, 40), 2, np.uint16))
     write_png(images / "a_cancer.png", np.zeros((70, 90), np.uint8))  # a class mask beside its image
-    kw = dict(builder=per_pixel_builder, progress=False)
+    kw: dict = {"builder": per_pixel_builder, "progress": False}
     first = predict(run, [images], tmp_path / "out", **kw)
     assert first.count("ok") == 2 and (tmp_path / "out" / "sub" / "b.png").is_file()
     assert not (tmp_path / "out" / "a_cancer.png").exists()

@@ -222,6 +222,6 @@ def main(argv: list[str] | None = None) -> None:
     train.main(args=argv, prog_name="csaws-train")
 
 
-from .train_predict import predict as _predict  # noqa: E402
+from .train_predict import predict as _predict
 
 train.add_command(_predict)

@@ -54,8 +54,8 @@ from ..png import PNG_SIGNATURE, SETTINGS_KEY, made_with, read_png, write_png
 from .augment import MEAN, STD
 
 __all__ = [
-    "DEFAULT_OVERLAP", "DEFAULT_BATCH_SIZE", "RunInfo", "Builder", "load_checkpoint", "read_run",
-    "build_run_model", "tile_starts", "predict_image", "read_image", "predict", "predict_worker",
+    "DEFAULT_BATCH_SIZE", "DEFAULT_OVERLAP", "Builder", "RunInfo", "build_run_model", "load_checkpoint",
+    "predict", "predict_image", "predict_worker", "read_image", "read_run", "tile_starts", "to_unit",
 ]
 
 #: Fraction of a tile shared with its neighbour (MONAI's sliding-window default).
@@ -153,13 +153,18 @@ def _config(run_dir: Path) -> dict:
     return doc
 
 
+def _section(doc: dict, key: str) -> dict:
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
 def _scheme_from(meta: dict, config: dict, state: dict[str, torch.Tensor], where: Path) -> LabelScheme:
     """The run's label scheme: checkpoint, else config.json, else from the classifier's width."""
-    train_cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
+    train_cfg = _section(config, "config")
     rec = config.get("scheme")
     spec = _first(meta.get("scheme") if isinstance(meta.get("scheme"), str) else None,
                   rec.get("spec") if isinstance(rec, dict) else rec if isinstance(rec, str) else None,
@@ -199,8 +204,8 @@ def read_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
             ckpt = run / ckpt
     state, meta = load_checkpoint(ckpt)
     config = _config(run)
-    train_cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
-    augment = train_cfg.get("augment") if isinstance(train_cfg.get("augment"), dict) else {}
+    train_cfg = _section(config, "config")
+    augment = _section(train_cfg, "augment")
     scheme = _scheme_from(meta, config, state, run / "config.json")
     recorded = meta.get("num_classes")
     if recorded is not None and int(recorded) != scheme.num_classes:
@@ -215,7 +220,7 @@ def read_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
         raise SettingsError(f"--tile must be at least 8 pixels, not {tile}")
     info = RunInfo(
         run_dir=str(run), checkpoint=str(ckpt), checkpoint_sha256=_sha256(ckpt), scheme=scheme.spec,
-        names=tuple(scheme.names), colours=tuple(tuple(int(v) for v in c) for c in scheme.colours()),
+        names=tuple(scheme.names), colours=tuple((int(c[0]), int(c[1]), int(c[2])) for c in scheme.colours()),
         output_stride=int(_first(meta.get("output_stride"), train_cfg.get("output_stride"), 8)),
         aux_loss=any(k.startswith("aux_classifier.") for k in state),
         tile=tile, mean=float(_first(augment.get("mean"), MEAN)), std=float(_first(augment.get("std"), STD)),
@@ -255,7 +260,7 @@ def stride_of(tile: int, overlap: float) -> int:
     """Step between tiles: ``tile * (1 - overlap)`` rounded, at least 1 pixel."""
     if not 0.0 <= overlap < 1.0:
         raise SettingsError(f"--overlap must be in [0, 1), not {overlap}")
-    return max(1, int(round(tile * (1.0 - overlap))))
+    return max(1, round(tile * (1.0 - overlap)))
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -412,7 +417,7 @@ def predict_worker(task: Task, *, info: dict, base_hash: str, overlap: float, ba
     row: dict = {"image_id": a["image_id"], "overlay": a.get("overlay")}
     if a.get("error"):
         raise InputError(a["error"])
-    out = Path(task.output)
+    out = Path(str(task.output))
     map_hash = _output_hash(base_hash, task.source)
     ov_path = Path(a["overlay"]) if a.get("overlay") else None
     ov_hash = settings_hash({"map": map_hash, "overlay_max_size": overlay_max_size})
@@ -426,7 +431,7 @@ def predict_worker(task: Task, *, info: dict, base_hash: str, overlap: float, ba
     except InputError as exc:  # the runner names the file: do not name it twice
         prefix = f"{task.source}: "
         text = str(exc)
-        raise InputError(text[len(prefix):] if text.startswith(prefix) else text) from None
+        raise InputError(text.removeprefix(prefix)) from None
     labels = None
     if map_done:
         try:
