@@ -122,6 +122,10 @@ def test_map_of_an_image_not_a_multiple_of_the_tile_has_its_size_and_equals_whol
         assert labels.shape == (530, 700) and labels.dtype == np.uint8
         np.testing.assert_array_equal(labels, whole, err_msg=f"overlap {overlap}, batch {batch}")
     assert predict_image(model, to_unit(img), tile=64, overlap=0.0)[1] == 9 * 11  # ceil(530/64) x ceil(700/64)
+    small = img[:20, :30]  # smaller than one tile: padded, one tile
+    labels, n = predict_image(model, to_unit(small), tile=64)
+    assert n == 1 and labels.shape == (20, 30)
+    np.testing.assert_array_equal(labels, whole[:20, :30])
     # the same through the batch command: a palette PNG of the image's size
     run = make_run(tmp_path / "run", scheme="keep:skin,nipple")  # 4 classes
     write_png(tmp_path / "img.png", img)
@@ -304,3 +308,15 @@ def test_cli_bad_images_are_one_error_row_each_the_batch_goes_on_and_exit_status
     help_text = CliRunner().invoke(_cli(), ["predict", "--help"]).output
     for option in ("--overlap", "--tile", "--batch-size", "--overlay", "--checkpoint", "--workers"):
         assert option in help_text
+
+
+def test_worker_processes_give_the_same_maps_as_one_process(tmp_path):
+    run = make_run(tmp_path / "run", scheme="keep:skin", crop=32)
+    for k in range(3):
+        write_png(tmp_path / "images" / f"i{k}.png", mammogram_like((40 + 7 * k, 50), k))
+    one = predict(run, [tmp_path / "images"], tmp_path / "one", builder=per_pixel_builder, progress=False)
+    two = predict(run, [tmp_path / "images"], tmp_path / "two", builder=per_pixel_builder, progress=False,
+                  workers=2, threads=1)
+    assert one.count("ok") == two.count("ok") == 3
+    for k in range(3):
+        np.testing.assert_array_equal(read_png(tmp_path / "one" / f"i{k}.png"), read_png(tmp_path / "two" / f"i{k}.png"))

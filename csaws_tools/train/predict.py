@@ -565,6 +565,8 @@ def predict(
     write_text_atomic(out_dir / "labels.json", labels_json_text(scheme) + "\n")
     if workers <= 1:  # build the model once here (one process: the worker finds it)
         _model_for(info, builder, device, threads, state)
+    else:  # only check that the weights fit; each worker process builds its own (no CUDA before fork)
+        build_run_model(info, state, builder=builder, device="cpu")
     del state
     worker = functools.partial(predict_worker, info=info.to_dict(), base_hash=base_hash, overlap=float(overlap),
                                batch_size=int(batch_size), device=device, amp=amp,
