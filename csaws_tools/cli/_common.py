@@ -91,6 +91,19 @@ def _shard_callback(ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc)) from None
 
 
+def int_list(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> tuple[int, ...] | None:
+    """Click callback: ``"25,50,100"`` -> ``(25, 50, 100)``; ``None`` passes through."""
+    if value is None:
+        return None
+    try:
+        out = tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 25,50,100, not {value!r}") from None
+    if not out:
+        raise click.BadParameter("give at least one number")
+    return out
+
+
 def handle_errors(func: Callable) -> Callable:
     """Turn a :class:`CsawsError` into ``error: <message>`` and exit status 2."""
 

@@ -6,19 +6,7 @@ import warnings
 
 import click
 
-from ._common import batch_options, finish, handle_errors
-
-
-def _int_list(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 25,50,100, not {value!r}") from None
-    if not out:
-        raise click.BadParameter("give at least one size")
-    return out
+from ._common import batch_options, finish, handle_errors, int_list
 
 
 @click.command("splits")
@@ -28,7 +16,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--val-patients", default=None, metavar="PID,...",
               help="Validation patients (default: those of the protocol's 20 suggested patients that are present, "
                    "otherwise a seeded random 20/150 of the patients).")
-@click.option("--sizes", default="25,50,100,263", show_default=True, callback=_int_list, metavar="N,...",
+@click.option("--sizes", default="25,50,100,263", show_default=True, callback=int_list, metavar="N,...",
               help="Training-subset sizes in images. A size above the number of training images is an error: "
                    "on a small dataset pass smaller sizes, e.g. --sizes 4,8.")
 @click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),

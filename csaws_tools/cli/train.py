@@ -7,17 +7,9 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors
-
-
-def _ints(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter("expected comma-separated integers, e.g. 25,50,100,263") from None
-
+from ._common import handle_errors, int_list
+from .train_predict import predict
+from .train_prepare_dataset import prepare_dataset_cmd
 
 PROTOCOL_DEFAULTS = {
     # SUL: the authors' code (src/trainer.py, src/datasets.py); earlier: this tool's previous rule
@@ -130,7 +122,7 @@ def train() -> None:
 @click.option("--patch-size", type=click.IntRange(min=8), default=512, show_default=True, help="Crop/tile size.")
 @click.option("--per-class", type=click.IntRange(min=1), default=10, show_default=True,
               help="Crops centred on each class present in an image.")
-@click.option("--sizes", default=None, callback=_ints,
+@click.option("--sizes", default=None, callback=int_list,
               help="Training-set sizes N, comma-separated: narrows the release's subsets, or the sizes of "
                    "sampled ones (default: the release's, else 25,50,100,263).")
 @click.option("--repetitions", type=click.IntRange(min=1), default=None,
@@ -179,7 +171,7 @@ def prepare_cmd(images, maps, out, patch_size, per_class, sizes, repetitions, su
 @click.option("--splits", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Splits file with the N-image subsets (default: INPUTS/splits.json if present, "
                    "else sampled at the patient level).")
-@click.option("--sizes", default=None, callback=_ints,
+@click.option("--sizes", default=None, callback=int_list,
               help="Training-set sizes N to run (default: every size in the splits file, else 25,50,100,263).")
 @click.option("--repetitions", type=click.IntRange(min=1), default=None,
               help="Runs per N and setting (default: every repetition in the splits file, else 5).")
@@ -275,11 +267,11 @@ def summarize_cmd(experiment, against):
     click.echo(md)
 
 
+train.add_command(predict)
+train.add_command(prepare_dataset_cmd)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script ``csaws-train`` (the same commands as ``csaws-prepare train``)."""
     train.main(args=argv, prog_name="csaws-train")
 
-
-from .train_prepare_dataset import prepare_dataset_cmd as _prepare_dataset_cmd
-
-train.add_command(_prepare_dataset_cmd)

@@ -6,16 +6,7 @@ import sys
 
 import click
 
-from ._common import handle_errors
-
-
-def _ints(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter("expected comma-separated integers, e.g. 25,50,100") from None
+from ._common import handle_errors, int_list
 
 
 @click.command("prepare-dataset")
@@ -31,7 +22,7 @@ def _ints(ctx, param, value):
                    "csaws validates on the protocol's patients].")
 @click.option("--test-size", type=click.IntRange(min=0), default=None,
               help="folders only: test images drawn at random [default: 20 %].")
-@click.option("--sizes", default=None, callback=_ints,
+@click.option("--sizes", default=None, callback=int_list,
               help="Training-set sizes N, comma-separated [default: the paper's; cityscapes "
                    "25,50,100,200,350,500,1000,2475; voc 25,...,1000,1464].")
 @click.option("--repetitions", type=click.IntRange(min=1), default=5, show_default=True,
