@@ -134,8 +134,15 @@ class BatchResult:
         text = f"{self.count('ok')} {verb or SUCCESS_WORD}, {self.count('skipped')} skipped, {self.failed} failed"
         if timing and self.seconds is not None:
             rate = len(self.rows) / self.seconds if self.seconds > 0 else 0.0
-            text += f" in {format_seconds(self.seconds)}, {rate:.1f} files/s"
+            text += f" in {format_seconds(self.seconds)}, {format_rate(rate)}"
         return text
+
+
+def format_rate(rate: float) -> str:
+    """``2.0 files/s``; slow work keeps two significant digits (``0.018 files/s``), never ``0.0``."""
+    if rate >= 1 or rate == 0:
+        return f"{rate:.1f} files/s"
+    return f"{rate:.2g} files/s"
 
 
 def format_seconds(seconds: float) -> str:
@@ -581,7 +588,7 @@ class Progress:
         elapsed = time.monotonic() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         pct = 100 * self.done // self.total if self.total else 100
-        text = f"{self.label}: {self.done}/{self.total} ({pct}%), {rate:.1f} files/s"
+        text = f"{self.label}: {self.done}/{self.total} ({pct}%), {format_rate(rate)}"
         if final:
             return text + f", {format_seconds(elapsed)} elapsed"
         if self.done and self.done < self.total:

@@ -65,4 +65,4 @@ def predict(run_dir, images, out, checkpoint, tile, overlap, batch_size, device,
                  batch_size=batch_size, device=device, amp=not no_amp, threads=threads, overlay_dir=overlay_dir,
                  overlay_max_size=overlay_max_size, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
                  progress=not no_progress, shard=shard)
-    finish(result, "predicted")
+    finish(result)

@@ -93,7 +93,7 @@ class CropSource:
         with open_patches(self.path) as r:
             self.size = int(r.size)
             if 2 * self.rows.size * self.size**2 <= cache_mb * 2**20:
-                self._cache = self._read(r, self.rows)
+                self._cache = r[self.rows]  # a damaged chunk: InputError naming file and patch (PatchReader)
 
     def batch_positions(self, iteration: int) -> np.ndarray:
         """Positions (into ``rows``) of the batch at ``iteration``: epochs of seeded permutations."""
@@ -111,23 +111,8 @@ class CropSource:
         else:
             if self._reader is None:
                 self._reader = open_patches(self.path)
-            img, msk = self._read(self._reader, self.rows[pos])
+            img, msk = self._reader[self.rows[pos]]
         return img, self.lut[msk]
-
-    def _read(self, reader: PatchReader, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the file; a damaged chunk is an :class:`InputError` naming the file and the patch."""
-        try:
-            return reader[rows]
-        except (OSError, ValueError, RuntimeError) as exc:
-            bad = int(rows[0])
-            for r in rows:  # find the first unreadable patch (only on the error path)
-                try:
-                    reader[np.asarray([r])]
-                except (OSError, ValueError, RuntimeError):
-                    bad = int(r)
-                    break
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise InputError(f"{self.path}: cannot read patch {bad} ({type(exc).__name__}: {first[:160]})") from None
 
     def close(self) -> None:
         if self._reader is not None:

@@ -455,7 +455,7 @@ def predict_worker(task: Task, *, info: dict, base_hash: str, overlap: float, ba
     row["height"], row["width"] = int(labels.shape[0]), int(labels.shape[1])
     counts = np.bincount(labels.ravel(), minlength=run.num_classes)
     for name, c in zip(run.names, counts):
-        row[f"pixels_{name}"] = int(c)
+        row[f"px_{name}"] = int(c)
     return row
 
 
