@@ -520,7 +520,7 @@ def test_summary_has_elapsed_time_and_throughput():
     assert result.summary() == "8 converted, 0 skipped, 0 failed"
     assert result.summary("merged") == "8 merged, 0 skipped, 0 failed"  # the old signature still works
     assert BatchResult(rows=rows, manifest=None, seconds=125.0).summary(timing=True).endswith(
-        "in 2 min 05 s, 0.1 files/s")
+        "in 2 min 05 s, 0.064 files/s")
 
 
 def test_cli_summary_uses_one_word_and_timing(tmp_path):
