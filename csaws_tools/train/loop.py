@@ -273,7 +273,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", required
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable checkpoint ends the same way
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = str(exc)
+        first = " ".join((text.strip().splitlines() or [type(exc).__name__])[0].split())
+        if "weights_only" in text or "Unsupported global" in text or "Weights only" in text:
+            raise InputError(f"{path}: refused: not a plain weights file (reading it would unpickle other "
+                             f"objects: {first[:160]})") from None
         raise InputError(f"{path}: not a checkpoint this tool can read safely ({type(exc).__name__}: "
                          f"{first[:160]})") from None
     if not isinstance(ckpt, dict):

@@ -52,9 +52,10 @@ from ..labels import LabelScheme, parse_scheme, scheme_labels_table
 from ..limits import check_pixels
 from ..png import PNG_SIGNATURE, SETTINGS_KEY, made_with, read_png, write_png
 from .augment import MEAN, STD
+from .loop import load_checkpoint
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "DEFAULT_OVERLAP", "Builder", "RunInfo", "build_run_model", "load_checkpoint",
+    "DEFAULT_BATCH_SIZE", "DEFAULT_OVERLAP", "Builder", "RunInfo", "build_run_model", "checkpoint_weights",
     "predict", "predict_image", "predict_worker", "read_image", "read_run", "tile_starts", "to_unit",
 ]
 
@@ -106,7 +107,7 @@ class RunInfo:
         return d
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+def checkpoint_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, other entries) of a checkpoint, read with ``weights_only=True``.
 
     A checkpoint is either ``{"model": state_dict, ...}`` (what training
@@ -116,14 +117,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure is one line naming the file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "Weights only" in str(exc):
-            raise InputError(f"{path}: refused: not a plain weights file (torch.load weights_only=True "
-                             f"would have to unpickle other objects: {one_line(Exception(first))})") from None
-        raise InputError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {' '.join(first.split())})") from None
+    raw = load_checkpoint(path)  # torch.load(weights_only=True)
     meta: dict = {}
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         meta = {k: v for k, v in raw.items() if k != "model"}
@@ -202,7 +196,7 @@ def read_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
         ckpt = Path(checkpoint)
         if not ckpt.is_file() and (run / ckpt).is_file():
             ckpt = run / ckpt
-    state, meta = load_checkpoint(ckpt)
+    state, meta = checkpoint_weights(ckpt)
     config = _config(run)
     train_cfg = _section(config, "config")
     augment = _section(train_cfg, "augment")
@@ -395,7 +389,7 @@ def _model_for(info: RunInfo, builder: Builder | None, device: str, threads: int
         if threads:
             torch.set_num_threads(int(threads))
         if state is None:
-            state, _ = load_checkpoint(info.checkpoint)
+            state, _ = checkpoint_weights(info.checkpoint)
             if _sha256(Path(info.checkpoint)) != info.checkpoint_sha256:
                 raise InputError(f"{info.checkpoint}: changed while predicting")
         model = build_run_model(info, state, builder=builder, device=dev)
