@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 
-from .errors import InputError, SettingsError
+from .errors import InputError, SettingsError, one_line
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ENV_VAR", "max_pixels", "set_max_pixels", "check_pixels"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ENV_VAR", "max_pixels", "set_max_pixels", "check_pixels", "header_shape",
+           "checked_shape"]
 
 DEFAULT_MAX_PIXELS = 2**28
 ENV_VAR = "CSAWS_MAX_PIXELS"
@@ -65,3 +66,36 @@ def check_pixels(shape: tuple[int, ...], what: object, limit: int | None = None)
     if total > limit:
         dims = " x ".join(str(int(n)) for n in shape)
         raise InputError(f"{what}: header claims {dims} = {total} pixels, more than the limit of {limit} (--max-pixels)")
+
+
+def header_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """(rows, columns[, samples]) of a PNG, TIFF or other image from its header, without decoding pixels.
+
+    Raises whatever the format's parser raises on an unreadable file.
+    """
+    path = str(path)
+    if path.lower().endswith(".png"):
+        from .png import png_size
+
+        return png_size(path)
+    if path.lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            samples = int(getattr(page, "samplesperpixel", 1) or 1)
+            return (int(page.imagelength), int(page.imagewidth)) + ((samples,) if samples > 1 else ())
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+def checked_shape(path: str | os.PathLike, what: str = "image") -> tuple[int, ...]:
+    """:func:`header_shape`, as one-line :class:`InputError` when unreadable, checked against the limit."""
+    try:
+        shape = header_shape(path)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad input file
+        raise InputError(f"{path}: cannot read {what} ({one_line(exc)})") from None
+    check_pixels(shape, path)
+    return shape

@@ -60,9 +60,9 @@ from .labels import (
     scheme_names,
     scheme_palette,
 )
-from .limits import check_pixels
+from .limits import checked_shape
 from .naming import sanitise
-from .png import SETTINGS_KEY, made_with, png_size, write_png
+from .png import SETTINGS_KEY, made_with, write_png
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -311,11 +311,7 @@ def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
 
 def _decode_mask(path: str) -> np.ndarray:
     """Decode a mask file into its raw array (2-D, or colour channels last)."""
-    try:
-        shape = _header_shape(path)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input file
-        raise InputError(f"{path}: cannot read mask ({one_line(exc)})") from None
-    check_pixels(shape, path)  # from the header, before anything is decoded
+    checked_shape(path, "mask")  # from the header, before anything is decoded
     try:
         if path.lower().endswith((".tif", ".tiff")):
             import tifffile
@@ -357,34 +353,12 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return _marked(_decode_mask(path), path)
 
 
-def _header_shape(path: str) -> tuple[int, ...]:
-    """(rows, columns[, samples]) from a file's header, without decoding pixels; raises on unreadable files."""
-    if path.lower().endswith(".png"):
-        return png_size(path)
-    if path.lower().endswith((".tif", ".tiff")):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tf:
-            page = tf.pages[0]
-            samples = int(getattr(page, "samplesperpixel", 1) or 1)
-            return (int(page.imagelength), int(page.imagewidth)) + ((samples,) if samples > 1 else ())
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
-
-
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(rows, columns) of an image or mask file from its header, without decoding pixels.
 
     A header claiming more pixels than the limit (:mod:`csaws_tools.limits`) is an error.
     """
-    path = str(path)
-    try:
-        shape = _header_shape(path)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path}: cannot read image size ({one_line(exc)})") from None
-    check_pixels(shape, path)
+    shape = checked_shape(path, "image size")
     return int(shape[0]), int(shape[1])
 
 

@@ -71,15 +71,10 @@ def count_ids(labels: np.ndarray, n_classes: int, block_pixels: int = 1 << 20) -
 
 def count_map(path: str | os.PathLike, n_classes: int) -> np.ndarray:
     """Pixel count per class id of one label map (``np.bincount``)."""
-    from .limits import check_pixels
-    from .merge import _header_shape
+    from .limits import checked_shape
 
     path = str(path)
-    try:
-        shape = _header_shape(path)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input
-        raise InputError(f"{path}: cannot read label map ({one_line(exc)})") from None
-    check_pixels(shape, path)  # from the header, before decoding
+    checked_shape(path, "label map")  # from the header, before decoding
     try:
         if path.lower().endswith((".tif", ".tiff")):
             import tifffile
