@@ -14,22 +14,18 @@ from ..batch import BatchResult, parse_shard
 from ..errors import CsawsError
 
 
-def batch_options(func: Callable) -> Callable:
-    """Add the options every per-file batch command shares.
+def input_options(func: Callable) -> Callable:
+    """Add ``--max-pixels`` and ``--hash-inputs``, set for this call only in the environment.
 
-    ``--quiet`` (alias ``--no-progress``), ``--max-pixels`` and ``--hash-inputs``
-    are handled here: the command receives ``no_progress`` (true with either
-    flag), and the other two are set, for this call only, in the environment
-    that the readers and the worker processes read (``CSAWS_MAX_PIXELS``,
-    ``CSAWS_HASH_INPUTS``), so no command function needs parameters for them.
+    The readers and the worker processes read ``CSAWS_MAX_PIXELS`` and
+    ``CSAWS_HASH_INPUTS``; the command function gets neither parameter, and
+    the environment is restored when it returns.
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        quiet = kwargs.pop("quiet", False)
         max_pixels = kwargs.pop("max_pixels", None)
         hash_inputs = kwargs.pop("hash_inputs", False)
-        kwargs["no_progress"] = bool(kwargs.get("no_progress")) or quiet
         env = {}
         if max_pixels is not None:
             env["CSAWS_MAX_PIXELS"] = str(max_pixels)
@@ -37,6 +33,33 @@ def batch_options(func: Callable) -> Callable:
             env["CSAWS_HASH_INPUTS"] = "1"
         with _environment(env):
             return func(*args, **kwargs)
+
+    options = [
+        click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Refuse images whose header claims more than N pixels (per frame), before decoding "
+                          "[default: 268435456 = 2**28, or CSAWS_MAX_PIXELS]."),
+        click.option("--hash-inputs", is_flag=True,
+                     help="Also hash each input's content to decide whether an output is up to date "
+                          "(slower; by default an input's size and modification time are compared). "
+                          "Same as CSAWS_HASH_INPUTS=1."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def batch_options(func: Callable) -> Callable:
+    """Add the options every per-file batch command shares.
+
+    ``--quiet`` (alias ``--no-progress``) reaches the command as ``no_progress``;
+    ``--max-pixels`` and ``--hash-inputs`` are handled by :func:`input_options`.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        quiet = kwargs.pop("quiet", False)
+        kwargs["no_progress"] = bool(kwargs.get("no_progress")) or quiet
+        return func(*args, **kwargs)
 
     options = [
         click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
@@ -48,13 +71,6 @@ def batch_options(func: Callable) -> Callable:
                      help="No progress output (on a terminal: n/N, files/s and ETA; otherwise a log line "
                           "every 30 s). Error lines and the summary are still printed."),
         click.option("--no-progress", is_flag=True, help="The same as --quiet (kept for old scripts)."),
-        click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Refuse images whose header claims more than N pixels (per frame), before decoding "
-                          "[default: 268435456 = 2**28, or CSAWS_MAX_PIXELS]."),
-        click.option("--hash-inputs", is_flag=True,
-                     help="Also hash each input's content to decide whether an output is up to date "
-                          "(slower; by default an input's size and modification time are compared). "
-                          "Same as CSAWS_HASH_INPUTS=1."),
         click.option("--scheduler", metavar="ADDRESS", default=None,
                      help="Run on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' "
                           "for a LocalCluster on this machine. Needs the [dask] extra."),
@@ -66,7 +82,7 @@ def batch_options(func: Callable) -> Callable:
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
-    return wrapper
+    return input_options(wrapper)
 
 
 @contextlib.contextmanager

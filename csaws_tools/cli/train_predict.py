@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _shard_callback, finish, handle_errors
+from ._common import _shard_callback, finish, handle_errors, input_options
 
 
 @click.command("predict")
@@ -32,9 +32,6 @@ from ._common import _shard_callback, finish, handle_errors
               help="Also write an overlay of each map on its image (as csaws-prepare preview) into this folder.")
 @click.option("--overlay-max-size", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longer side of each overlay in pixels (downscaled, never enlarged).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-              help="Largest image (rows x columns) to decode; larger headers are refused "
-                   "(default: CSAWS_MAX_PIXELS or 2**28).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (torch already uses every core for one image; more processes rarely help).")
 @click.option("--overwrite", is_flag=True, help="Redo maps that are up to date (default: skip them).")
@@ -42,9 +39,10 @@ from ._common import _shard_callback, finish, handle_errors
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
 @click.option("--shard", metavar="I/N", default=None, callback=_shard_callback,
               help="Process only the I-th of N deterministic parts of the images (for job arrays).")
+@input_options
 @handle_errors
 def predict(run_dir, images, out, checkpoint, tile, overlap, batch_size, device, no_amp, threads, overlay_dir,
-            overlay_max_size, max_pixels, workers, overwrite, fail_fast, no_progress, shard):
+            overlay_max_size, workers, overwrite, fail_fast, no_progress, shard):
     """Label maps of IMAGES (8/16-bit greyscale PNGs, or folders of them) by the run in RUN_DIR.
 
     Sliding-window inference with the run's selected checkpoint: tiles of the training crop
@@ -56,11 +54,8 @@ def predict(run_dir, images, out, checkpoint, tile, overlap, batch_size, device,
     Example:
       csaws-train predict EXPERIMENT/runs/with/n25/rep0 PNG/test -o PRED --overlay PRED_OVERLAYS
     """
-    from ..limits import set_max_pixels
     from ..train.predict import predict as run
 
-    if max_pixels is not None:
-        set_max_pixels(max_pixels)
     result = run(run_dir, list(images), out, checkpoint=checkpoint, tile=tile, overlap=overlap,
                  batch_size=batch_size, device=device, amp=not no_amp, threads=threads, overlay_dir=overlay_dir,
                  overlay_max_size=overlay_max_size, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
