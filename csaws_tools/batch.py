@@ -138,6 +138,12 @@ class BatchResult:
         return text
 
 
+def error_line(row: dict) -> str:
+    """``<source>: <error>`` for a failed row; the source is not repeated when the message starts with it."""
+    source, error = str(row.get("source")), str(row.get("error"))
+    return error if error.startswith(source + ":") else f"{source}: {error}"
+
+
 def format_rate(rate: float) -> str:
     """``2.0 files/s``; slow work keeps two significant digits (``0.018 files/s``), never ``0.0``."""
     if rate >= 1 or rate == 0:
@@ -696,10 +702,11 @@ def run_batch(
         row["tool_version"] = __version__
         rows.append(row)
         if row["status"] == "error":
-            kind = kinds.setdefault(error_kind(row), [0, f"{row.get('source')}: {row.get('error')}"])
+            line = error_line(row)
+            kind = kinds.setdefault(error_kind(row), [0, line])
             kind[0] += 1
             if kind[0] <= ERROR_LINES_PER_KIND:
-                _echo_err(f"error: {row.get('source')}: {row.get('error')}")
+                _echo_err(f"error: {line}")
 
     write_cost = 0.0  # seconds the last manifest write took
     write_error: OutputError | None = None
