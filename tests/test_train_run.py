@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,6 +141,13 @@ def test_grid_cell_end_to_end_on_sample(prepared, tmp_path):
     again = run_grid(cfg, out, log=lambda m: None)
     assert (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns == mtime
     pd.testing.assert_frame_equal(again.reset_index(drop=True), res.reset_index(drop=True))
+    # an edited test map: the evaluation is redone, the training is not
+    tested = (out / "runs/with/n2/rep0/test.json").stat().st_mtime_ns
+    a_map = sorted(Path(p.test_maps).rglob("*.png"))[0]
+    os.utime(a_map, ns=(a_map.stat().st_atime_ns, a_map.stat().st_mtime_ns + 10**9))
+    run_grid(cfg, out, log=lambda m: None)
+    assert (out / "runs/with/n2/rep0/test.json").stat().st_mtime_ns != tested
+    assert (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns == mtime
 
 
 def test_cli_single_and_help(prepared, tmp_path):

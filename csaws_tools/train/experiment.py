@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path, write_text_atomic
-from ..batch import settings_hash
+from ..batch import inputs_hash, settings_hash
 from ..errors import InputError, SettingsError
 from ..labels import parse_scheme
 from .data import file_hash, read_index
@@ -193,7 +193,10 @@ def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, t
     from .evaluate import evaluate_model
 
     path = run_dir / "test.json"
-    key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(Path(cfg.test_maps).resolve())})
+    maps = Path(cfg.test_maps).resolve()
+    # the consensus/annotator maps are read too: an edited map makes the evaluation stale
+    key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(maps),
+                         "maps_identity": inputs_hash(sorted(maps.rglob("*.png")))})
     if path.is_file() and not overwrite:
         done = json.loads(path.read_text())
         if done.get("settings_hash") == key:
