@@ -51,6 +51,7 @@ from .atomic import temporary_path, write_text_atomic
 from .batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
 from .classes import split_mask_stem
 from .errors import InputError, OutputError, SettingsError, one_line
+from .guards import is_inside
 from .identity import file_identity
 from .labels import STANDARD_NAMES, LabelScheme, parse_scheme
 from .limits import check_pixels
@@ -150,16 +151,6 @@ def png_header(path: str | os.PathLike) -> tuple[int, int, int, int]:
     return height, width, depth, ctype
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def index_images(images: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> tuple[dict[str, Path], list[str]]:
     """Image id -> path for the ``*.png`` under ``images``; (index, problems).
 
@@ -176,7 +167,7 @@ def index_images(images: str | os.PathLike, exclude: Sequence[str | os.PathLike]
     for path in sorted(root.rglob("*.png")):
         if path.name.startswith(".") or split_mask_stem(path.stem)[1] is not None:
             continue
-        if any(_inside(path, s) for s in skip):
+        if any(is_inside(path, s) for s in skip):
             continue
         if path.stem in found:
             problems.append(f"image {path.stem} found twice: {found[path.stem]} and {path}; pass a narrower folder")

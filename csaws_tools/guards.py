@@ -21,6 +21,7 @@ from .errors import SettingsError
 __all__ = [
     "clashes_with_input",
     "input_paths_set",
+    "is_inside",
     "refuse_output_in_input",
 ]
 
@@ -59,3 +60,11 @@ def input_paths_set(paths: Iterable[str | os.PathLike | None]) -> set[str]:
 def clashes_with_input(output: str | os.PathLike, inputs: set[str]) -> bool:
     """Whether writing ``output`` would replace one of ``inputs``."""
     return os.path.normcase(str(_resolved(output))) in inputs
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links resolved); ``None`` holds nothing."""
+    if folder is None:
+        return False
+    p, f = _resolved(path), _resolved(folder)
+    return p == f or f in p.parents

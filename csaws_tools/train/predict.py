@@ -47,6 +47,7 @@ from ..atomic import write_text_atomic
 from ..batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
 from ..classes import labels_json, split_mask_stem
 from ..errors import InputError, SettingsError, one_line
+from ..guards import is_inside
 from ..identity import file_identity
 from ..labels import LabelScheme, parse_scheme, scheme_labels_table
 from ..limits import check_pixels
@@ -453,16 +454,6 @@ def predict_worker(task: Task, *, info: dict, base_hash: str, overlap: float, ba
     return row
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def _is_mask_beside_its_image(path: Path) -> bool:
     """``<image>_<class>.png`` next to ``<image>.png`` (the release layout): a mask, not an image."""
     image_id, token = split_mask_stem(path.stem)
@@ -483,7 +474,7 @@ def plan_tasks(images: Iterable[str | os.PathLike], out: Path, overlay_dir: Path
         p = Path(arg)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() == ".png"
-                           and not f.name.startswith(".") and not _inside(f, out) and not _inside(f, overlay_dir))
+                           and not f.name.startswith(".") and not is_inside(f, out) and not is_inside(f, overlay_dir))
             pairs = [(f, f.relative_to(p)) for f in found if not _is_mask_beside_its_image(f)]
         else:
             pairs = [(p, Path(p.name).with_suffix(".png"))]
