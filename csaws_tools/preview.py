@@ -410,7 +410,7 @@ def preview(
         sheet_path = out / name
         write_png(sheet_path, sheet)
     return PreviewResult(rows=result.rows, manifest=result.manifest, interrupted=result.interrupted,
-                         contact_sheet=sheet_path)
+                         seconds=result.seconds, contact_sheet=sheet_path)
 
 
 def _inside(path: Path, folder: Path) -> bool:
