@@ -37,10 +37,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .batch import escape_text
 from .classes import MAIN_CLASS, MASK_CLASSES, split_mask_stem
 from .errors import CsawsError, InputError, one_line
 from .limits import check_pixels
-from .png import PNG_SIGNATURE
+from .png import png_size
 
 #: Finding kinds in the order of the summary table, with their table labels.
 KINDS: dict[str, str] = {
@@ -66,9 +67,8 @@ _RELEASE_IMAGE = re.compile(r"^[^_]+_\d{1,2}$")
 
 
 def printable(path: str | os.PathLike) -> str:
-    """A path as text that can always be printed: bytes that are not UTF-8 become ``\\xNN``."""
-    text = os.fspath(path)
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path as text that can always be printed: bytes that are not UTF-8 become ``\\xNN`` (manifests' escaping)."""
+    return escape_text(os.fspath(path))
 
 
 @dataclass
@@ -161,10 +161,10 @@ def header_size(path: str | os.PathLike) -> tuple[int, int]:
         try:
             total = os.path.getsize(path)
             with open(path, "rb") as fh:
-                head = fh.read(24)
-                if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-                    raise InputError(f"{printable(path)}: not a PNG file (or truncated before its header)")
-                width, height = struct.unpack(">II", head[16:24])
+                try:
+                    height, width = png_size(path)
+                except ValueError:
+                    raise InputError(f"{printable(path)}: not a PNG file (or truncated before its header)") from None
                 pos = 8
                 while True:
                     fh.seek(pos)

@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from .identity import file_identity
 from .labels import STANDARD_NAMES, LabelScheme, parse_scheme
 from .limits import check_pixels
 from .naming import sanitise
-from .png import PNG_SIGNATURE, SETTINGS_KEY, made_with, read_png, write_png
+from .png import SETTINGS_KEY, made_with, png_header, read_png, write_png
 
 #: ``--labels with`` and ``--labels without``: the two settings of the study (protocol section 5).
 LABEL_ALIASES = {"with": "all", "without": "binary"}
@@ -140,13 +139,12 @@ def label_lut(maps: str | os.PathLike, target: LabelScheme) -> np.ndarray:
 
 # ---------------------------------------------------------------- finding inputs
 
-def png_header(path: str | os.PathLike) -> tuple[int, int, int, int]:
+def checked_png_header(path: str | os.PathLike) -> tuple[int, int, int, int]:
     """(rows, columns, bit depth, colour type) from a PNG's IHDR chunk, without decoding pixels."""
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise InputError(f"{path}: not a PNG file")
-    width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    try:
+        height, width, depth, ctype = png_header(path)
+    except ValueError:
+        raise InputError(f"{path}: not a PNG file") from None
     check_pixels((height, width), path)
     return height, width, depth, ctype
 
@@ -323,7 +321,7 @@ def place_image(src: Path, dst: Path, *, link: bool, shash: str) -> str:
     fails or ``link`` is false); any other PNG is decoded and its first
     channel written (palette images through their grey values).
     """
-    _, _, depth, ctype = png_header(src)
+    _, _, depth, ctype = checked_png_header(src)
     plain = ctype == 0 and depth in (8, 16)
     if plain:
         if dst.exists():
@@ -405,11 +403,11 @@ def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, o
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
     try:
-        rows, cols, _, _ = png_header(image)
+        rows, cols, _, _ = checked_png_header(image)
         labels = None
         lhash = ""
         if label is not None and label_out is not None:
-            mrows, mcols, _, _ = png_header(label)
+            mrows, mcols, _, _ = checked_png_header(label)
             if (mrows, mcols) != (rows, cols):  # checked on every run: the image may have changed
                 raise InputError(f"size mismatch: image {image} is {rows}x{cols} but label map {label} is "
                                  f"{mrows}x{mcols}")
@@ -639,10 +637,10 @@ def export_monai(
             problems.append(c.error or f"no image {c.image_id}")
             continue
         try:
-            rows, cols, _, _ = png_header(c.image)
+            rows, cols, _, _ = checked_png_header(c.image)
             entry = {"image": rel(c.image)}
             if c.label is not None:
-                mrows, mcols, _, _ = png_header(c.label)
+                mrows, mcols, _, _ = checked_png_header(c.label)
                 if (mrows, mcols) != (rows, cols):
                     raise InputError(f"size mismatch: image {c.image} is {rows}x{cols} but label map {c.label} is "
                                      f"{mrows}x{mcols}")
@@ -700,5 +698,5 @@ __all__ = [
     "maps_partition",
     "place_image",
     "plan_cases",
-    "png_header",
+    "checked_png_header",
 ]

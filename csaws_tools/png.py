@@ -196,11 +196,20 @@ def made_with(path: str | os.PathLike, settings_hash: str) -> bool:
     return read_text(path).get(SETTINGS_KEY) == settings_hash
 
 
+def png_header(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """(rows, columns, bit depth, colour type) from a PNG's IHDR chunk, without decoding pixels.
+
+    Raises :class:`ValueError` when the file does not start with a PNG signature and IHDR.
+    """
+    with open(Path(path), "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise ValueError(f"{path}: not a PNG file")
+    width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    return height, width, depth, ctype
+
+
 def png_size(path: str | os.PathLike) -> tuple[int, int]:
     """(rows, columns) of a PNG from its header, without decoding pixels."""
-    with open(Path(path), "rb") as fh:
-        head = fh.read(24)
-    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise ValueError(f"{path}: not a PNG file")
-    width, height = struct.unpack(">II", head[16:24])
-    return height, width
+    rows, cols, _, _ = png_header(path)
+    return rows, cols

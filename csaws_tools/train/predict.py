@@ -34,7 +34,6 @@ import contextlib
 import functools
 import json
 import os
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from ..guards import is_inside
 from ..identity import file_identity
 from ..labels import LabelScheme, parse_scheme, scheme_labels_table
 from ..limits import check_pixels
-from ..png import PNG_SIGNATURE, SETTINGS_KEY, made_with, read_png, write_png
+from ..png import SETTINGS_KEY, made_with, png_header, read_png, write_png
 from .augment import MEAN, STD
 from .loop import load_checkpoint
 
@@ -333,14 +332,11 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, *, tile: int, overl
 def _png_header(path: str) -> tuple[int, int, int, int]:
     """(rows, columns, bit depth, colour type) from the IHDR chunk, without decoding."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(26)
+        return png_header(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise InputError(f"{path}: not a PNG file")
-    width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
-    return height, width, depth, ctype
+    except ValueError:
+        raise InputError(f"{path}: not a PNG file") from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
