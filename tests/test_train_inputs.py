@@ -20,16 +20,11 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
+def release(small_release, tmp_path_factory):
     """The sample dataset (which ships a training_random_splits.json) prepared with the defaults."""
-    from csaws_tools.merge import merge_masks
-    from csaws_tools.sample import write_sample
-
-    root = tmp_path_factory.mktemp("release")
-    write_sample(root / "raw", seed=0, n_train_patients=4, n_test_patients=2, size=(192, 160))
-    assert merge_masks(root / "raw", root / "maps", progress=False, workers=1).exit_code == 0
-    p = prepare_inputs(root / "raw" / "CsawS", root / "maps", root / "inputs", patch_size=64, per_class=2,
-                       workers=1, progress=False)
+    root = small_release
+    p = prepare_inputs(root / "raw" / "CsawS", root / "maps", tmp_path_factory.mktemp("inputs"), patch_size=64,
+                       per_class=2, workers=1, progress=False)
     return root, p
 
 

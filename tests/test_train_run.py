@@ -26,17 +26,11 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared(small_release, tmp_path_factory):
     """The sample dataset (small images) -> label maps -> crops, tiles and splits."""
-    from csaws_tools.merge import merge_masks
-    from csaws_tools.sample import write_sample
-
-    root = tmp_path_factory.mktemp("train_sample")
-    write_sample(root / "raw", seed=0, n_train_patients=4, n_test_patients=2, size=(192, 160))
-    res = merge_masks(root / "raw", root / "maps", progress=False, workers=1)
-    assert res.exit_code == 0
-    p = prepare_inputs(root / "raw" / "CsawS", root / "maps", root / "inputs", patch_size=64, per_class=2,
-                       sizes=(2, 3), repetitions=2, workers=1, progress=False, subsets="own")
+    root = small_release
+    p = prepare_inputs(root / "raw" / "CsawS", root / "maps", tmp_path_factory.mktemp("inputs"), patch_size=64,
+                       per_class=2, sizes=(2, 3), repetitions=2, workers=1, progress=False, subsets="own")
     return root, p
 
 
