@@ -44,6 +44,9 @@ import torch.nn.functional as F
 
 MEAN = 0.176
 STD = 0.218
+#: Colour images (public-dataset studies): the ImageNet statistics of the initialisation's training data.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 PROTOCOLS = ("paper", "independent")
@@ -81,9 +84,28 @@ class AugmentConfig:
         return asdict(self)
 
 
-def normalise(img: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:
-    """(x - mean) / std for images on [0, 1]."""
+def normalise(img: torch.Tensor, mean: float | tuple[float, ...] = MEAN,
+              std: float | tuple[float, ...] = STD) -> torch.Tensor:
+    """(x - mean) / std for images on [0, 1]; a sequence gives one value per channel of (B, C, H, W)."""
+    if isinstance(mean, (tuple, list)) or isinstance(std, (tuple, list)):
+        mean = torch.as_tensor(mean, dtype=img.dtype, device=img.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(std, dtype=img.dtype, device=img.device).view(1, -1, 1, 1)
     return (img - mean) / std
+
+
+def image_set_augment(cfg: AugmentConfig, channels: int, size: int) -> AugmentConfig:
+    """The augmentation of the public-dataset studies (paper section 5.2): as for CSAW-S but no
+    rotation and no elastic deformation; colour images normalised with the ImageNet statistics.
+
+    The random crop stays (``cfg.crop``); images smaller than it are used whole.
+    """
+    from dataclasses import replace
+
+    crop = cfg.crop if cfg.crop is None or int(cfg.crop) <= int(size) else int(size)
+    out = replace(cfg, rotate90=False, elastic_p=0.0, crop=crop)
+    if channels == 3 and isinstance(cfg.mean, float) and cfg.mean == MEAN and cfg.std == STD:
+        out = replace(out, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return out
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -197,8 +219,8 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig 
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch in place on its device.
 
-    ``images``: float (B, 1, H, W) on [0, 1] (or uint8 (B, H, W) / (B, 1, H, W),
-    converted); ``masks``: integer (B, H, W). Returns float32 images (B, 1, C, C),
+    ``images``: float (B, C, H, W) on [0, 1] (or uint8 (B, H, W) / (B, C, H, W),
+    converted; C = 1 grey, 3 colour); ``masks``: integer (B, H, W). Returns float32 images (B, C, S, S),
     normalised unless ``normalise_output`` is false, and int64 masks (B, C, C).
     """
     if images.dtype == torch.uint8:
@@ -236,8 +258,9 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig 
     return out, lab
 
 
-def prepare_eval(images: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:
-    """Evaluation input: uint8 or [0, 1] float (B[, 1], H, W) -> normalised float (B, 1, H, W)."""
+def prepare_eval(images: torch.Tensor, mean: float | tuple[float, ...] = MEAN,
+                 std: float | tuple[float, ...] = STD) -> torch.Tensor:
+    """Evaluation input: uint8 or [0, 1] float (B[, C], H, W) -> normalised float (B, C, H, W)."""
     if images.dtype == torch.uint8:
         images = images.float().div_(255.0)
     if images.ndim == 3:

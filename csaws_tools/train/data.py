@@ -44,11 +44,38 @@ def file_hash(path: str | os.PathLike) -> str:
     return _HASHES[key]
 
 
-def open_patches(path: str | os.PathLike, scheme: Any = None) -> PatchReader:
-    """A :class:`csaws_tools.reader.PatchReader` (crops or index layout, any compression)."""
+def is_image_set(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an images file of ``csaws-train prepare --dataset`` (format ``csaws-images/1``)."""
+    import h5py
+
+    from ..reader import attr_value
+    from .datasets.store import FORMAT
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return attr_value(h5.attrs.get("format", "")) == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def open_patches(path: str | os.PathLike, scheme: Any = None, **options: Any) -> Any:
+    """A :class:`csaws_tools.reader.PatchReader` (crops or index layout, any compression), or an
+    :class:`~csaws_tools.train.datasets.store.ImageSetReader` for a public-dataset images file
+    (``options``: its ``target``, ``labels``, ``coarse_mode``)."""
     if not Path(path).is_file():
         raise InputError(f"{path}: patches file not found")
+    if is_image_set(path):
+        from .datasets.store import ImageSetReader
+
+        return ImageSetReader(path, scheme, **options)
     return PatchReader(path, scheme=scheme)
+
+
+def channels_first(images: np.ndarray) -> np.ndarray:
+    """Colour images (k, S, S, C) -> (k, C, S, S); grey crops (k, S, S) are returned as they are."""
+    if images.ndim == 4:
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    return images
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
@@ -79,20 +106,22 @@ class CropSource:
     """
 
     def __init__(self, path: str | os.PathLike, rows: np.ndarray, lut: np.ndarray, *, seed: int,
-                 batch_size: int, cache_mb: float = 4096) -> None:
+                 batch_size: int, cache_mb: float = 4096, reader_options: dict | None = None) -> None:
         self.path = str(path)
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.lut = np.asarray(lut, dtype=np.uint8)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
-        self._reader: PatchReader | None = None
+        self._reader: Any = None
         self._cache = None
+        self.options = dict(reader_options or {})
         if self.rows.size < self.batch_size:
             raise InputError(f"{self.path}: {self.rows.size} crops selected, fewer than one batch of "
                              f"{self.batch_size}")
-        with open_patches(self.path) as r:
+        with open_patches(self.path, **self.options) as r:
             self.size = int(r.size)
-            if 2 * self.rows.size * self.size**2 <= cache_mb * 2**20:
+            channels = int(getattr(r, "channels", 1))
+            if (channels + 1) * self.rows.size * self.size**2 <= cache_mb * 2**20:
                 self._cache = r[self.rows]  # a damaged chunk: InputError naming file and patch (PatchReader)
 
     def batch_positions(self, iteration: int) -> np.ndarray:
@@ -104,15 +133,15 @@ class CropSource:
         return perm[k * b:(k + 1) * b]
 
     def batch(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images (B, S, S) and remapped uint8 masks (B, S, S)."""
+        """uint8 images (B, S, S) (colour: (B, C, S, S)) and remapped uint8 masks (B, S, S)."""
         pos = np.sort(self.batch_positions(iteration))
         if self._cache is not None:
             img, msk = self._cache[0][pos], self._cache[1][pos]
         else:
             if self._reader is None:
-                self._reader = open_patches(self.path)
+                self._reader = open_patches(self.path, **self.options)
             img, msk = self._reader[self.rows[pos]]
-        return img, self.lut[msk]
+        return channels_first(img), self.lut[msk]
 
     def close(self) -> None:
         if self._reader is not None:
@@ -174,10 +203,11 @@ class Prefetcher:
 
 def iter_crops(path: str | os.PathLike, lut: np.ndarray | None, batch_size: int,
                rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Sequential (rows, images, masks) chunks of a patches file (masks remapped by ``lut``)."""
+    """Sequential (rows, images, masks) chunks of a patches or images file (masks remapped by ``lut``;
+    colour images channels first)."""
     with open_patches(path) as r:
         rows = np.arange(len(r)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
         for i in range(0, rows.size, batch_size):
             sel = rows[i:i + batch_size]
             img, msk = r[sel]
-            yield sel, img, (msk if lut is None else np.asarray(lut, np.uint8)[msk])
+            yield sel, channels_first(img), (msk if lut is None else np.asarray(lut, np.uint8)[msk])

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..png import png_size, read_png
 from ..reader import stitch
 from .augment import MEAN, STD, prepare_eval
-from .data import open_patches
+from .data import iter_crops, open_patches
 from .loop import autocast
 from .metrics import CANCER, Confusion, confusion
 
@@ -135,3 +135,37 @@ def evaluate_model(model: torch.nn.Module, tiles_file: str | os.PathLike, test_m
     if return_maps:
         return rows, maps_cache  # type: ignore[return-value]
     return rows
+
+
+@torch.no_grad()
+def evaluate_image_set(model: torch.nn.Module, test_file: str | os.PathLike, lut: np.ndarray,
+                       device: torch.device | str = "cpu", *, batch_size: int = 16, amp: bool = True,
+                       channels_last: bool = False, mean: float | tuple[float, ...] = MEAN,
+                       std: float | tuple[float, ...] = STD, ignore_index: int | None = None) -> list[dict]:
+    """Target IoU on the resized test images of a public dataset (paper section 5.2): one row,
+    ``evaluated_against="test"``.
+
+    ``lut`` maps the file's class ids to the run's scheme (target = 1); pixels whose reference is
+    ``ignore_index`` (void, 255) are counted neither as false positives nor as false negatives.
+    ``iou`` pools the confusion counts over all test images; ``mean_image_iou`` averages the images
+    where the target is predicted or annotated.
+    """
+    device = torch.device(device)
+    model.eval()
+    total, per_image, n = Confusion(), [], 0
+    for _, img, msk in iter_crops(test_file, lut, batch_size):
+        x = prepare_eval(torch.from_numpy(img), mean, std).to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            pred = model(x)["out"].argmax(1).cpu().numpy()
+        valid = msk != ignore_index if ignore_index is not None else np.ones(msk.shape, dtype=bool)
+        for k in range(pred.shape[0]):
+            c = confusion(pred[k], msk[k], CANCER, valid=valid[k])
+            total = total + c
+            n += 1
+            if c.tp + c.fp + c.fn:
+                per_image.append(c.iou)
+    return [{"evaluated_against": "test", "iou": total.iou,
+             "mean_image_iou": float(np.mean(per_image)) if per_image else float("nan"),
+             "tp": total.tp, "fp": total.fp, "fn": total.fn, "n_images": n}]

@@ -8,12 +8,19 @@ label scheme: "with" (default ``all``, 12 classes; any spec of
 checkpoint is evaluated on the whole test images against every expert and
 the consensus.
 
+The same grid runs on the public datasets (paper section 5.2, Figures 5 and 6)
+when the training file is an images file of ``csaws-train prepare --dataset``:
+the schemes are built on that dataset's class table with its target (person),
+the model gets its channels (3) and class count, void is ignored, and the
+test set is its ``test.h5`` (resized full images; ``evaluated_against`` "test").
+
 Output folder::
 
     runs/<setting>/n<N>/rep<r>/     one run folder each (see loop.py) + test.json
-    results.parquet                 setting, n_train, repetition, evaluated_against, iou, ...
+    results.parquet                 dataset, target, setting, n_train, repetition, evaluated_against, iou, ...
     summary.csv, summary.md         mean, 95% CI per setting and N, relative gain
-    figure1.png                     IoU against N, both settings, shaded 95% CIs
+    figure1.png                     IoU against N, both settings, shaded 95% CIs (CSAW-S;
+                                    figure5.png Cityscapes, figure6.png VOC, figure_with_without.png others)
 
 Rerunning skips finished runs and evaluations; an interrupted run resumes
 from its last checkpoint.
@@ -34,8 +41,8 @@ from ..atomic import atomic_path, write_text_atomic
 from ..batch import inputs_hash, settings_hash
 from ..errors import InputError, SettingsError
 from ..labels import parse_scheme
-from .data import file_hash, read_index
-from .loop import TrainConfig, load_selected, resolve_device, train_run
+from .data import file_hash, is_image_set, read_index
+from .loop import RunData, TrainConfig, effective_config, load_selected, resolve_device, run_data, train_run
 from .metrics import mean_ci, relative_gain
 
 DEFAULT_SIZES = (25, 50, 100, 263)
@@ -48,8 +55,8 @@ class ExperimentConfig:
     """Inputs and grid of the experiment; ``train`` holds the per-run settings."""
 
     train: TrainConfig
-    test_tiles: str
-    test_maps: str
+    test_tiles: str  # CSAW-S: test tiles; public datasets: the test images file (test.h5)
+    test_maps: str | None = None  # CSAW-S: annotator_<k>/ and consensus/ label maps; None for images files
     splits: str | None = None
     sizes: Sequence[int] = DEFAULT_SIZES
     repetitions: int = DEFAULT_REPETITIONS
@@ -124,54 +131,132 @@ def run_seed(base: int, n: int, rep: int) -> int:
     return int(base) * 100_003 + int(n) * 101 + int(rep)
 
 
-def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[str], None] | None = None,
-             overwrite: bool = False) -> pd.DataFrame:
-    """Train and evaluate every (setting, N, repetition); write results, summary and figure."""
+@dataclass(frozen=True)
+class Cell:
+    """One run of a grid: its setting (folder name), label scheme, N, repetition and training images.
+
+    ``overrides``: TrainConfig fields of this run (e.g. ``labels="coarse"``, ``target``);
+    ``columns``: extra columns of its result rows (e.g. the left-out class, k).
+    """
+
+    setting: str
+    scheme: str
+    n: int
+    rep: int
+    ids: tuple[str, ...]
+    overrides: tuple[tuple[str, object], ...] = ()
+    columns: tuple[tuple[str, object], ...] = ()
+
+
+#: figure file of the with/without plot per dataset (paper Figure 1 CSAW-S, 5 Cityscapes, 6 VOC)
+FIGURES = {"csaws": "figure1.png", "cityscapes": "figure5.png", "voc": "figure6.png"}
+DATASET_TITLES = {"csaws": "CSAW-S", "cityscapes": "Cityscapes", "voc": "PASCAL VOC 2012"}
+
+
+def figure_name(dataset: str) -> str:
+    """The with/without figure's file name for ``dataset``."""
+    return FIGURES.get(dataset, "figure_with_without.png")
+
+
+def inputs_of(cfg: ExperimentConfig) -> RunData:
+    """Dataset facts of the experiment's training file (CSAW-S patches, or a public images file)."""
+    return run_data(replace(cfg.train, train_file=train_file_of(cfg, 0)))
+
+
+def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLike, *,
+              log: Callable[[str], None] | None = None, overwrite: bool = False) -> pd.DataFrame:
+    """Train (or skip, or resume) and evaluate each cell under ``out/runs/<setting>/n<N>/rep<r>``;
+    return one row per run and reference. The runs of one (N, repetition) share their seed."""
     log = log or print
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    schemes = {"with": parse_scheme(cfg.with_scheme), "without": parse_scheme(cfg.without_scheme)}
-    if schemes["without"].num_classes >= schemes["with"].num_classes:
-        log("note: the 'without' scheme has no fewer classes than the 'with' scheme")
-    grid = subsets(cfg)
     device = resolve_device(cfg.train.device)
+    if cfg.test_maps is None and not is_image_set(cfg.test_tiles):
+        raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (--test-maps)")
     tiles_hash = file_hash(cfg.test_tiles)
     rows: list[dict] = []
-    n_runs = sum(len(reps) for reps in grid.values()) * len(SETTINGS)
-    k = 0
-    for n, reps in grid.items():
+    for k, cell in enumerate(cells, start=1):
+        n, rep, setting, ids = cell.n, cell.rep, cell.setting, cell.ids
+        run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
+        tcfg = replace(cfg.train, scheme=cell.scheme, image_ids=list(ids),
+                       seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep),
+                       **dict(cell.overrides))
+        data = run_data(tcfg)
+        log(f"run {k} of {len(cells)}: {setting} N={n} rep={rep}, {len(ids)} images")
+        metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite,
+                            progress_name=f"run {k}/{len(cells)} {setting} N={n} rep={rep}")
+        if not cfg.keep_last:
+            (run_dir / "last.pt").unlink(missing_ok=True)
+        test = _evaluate_run(run_dir, cfg, device, metrics["settings_hash"], tiles_hash, overwrite,
+                             data, effective_config(tcfg, data))
+        for r in test:
+            rows.append({"setting": setting, "n_train": n, "repetition": rep, **r,
+                         "n_images_train": len(ids), "scheme": data.scheme.spec,
+                         "num_classes": data.scheme.num_classes,
+                         "selected_iteration": metrics.get("selected_iteration"),
+                         "selected_val_iou": metrics.get("selected_val_iou"),
+                         "iterations": metrics.get("iterations"),
+                         "initialisation": metrics.get("initialisation"),
+                         "weights_sha256": metrics.get("weights_sha256"),
+                         "protocol": _protocol_label(cfg.train),
+                         "run": str(run_dir.relative_to(out)),
+                         "dataset": data.dataset, "target": data.target, **dict(cell.columns)})
+    return pd.DataFrame(rows)
+
+
+def grid_cells(cfg: ExperimentConfig, settings: Sequence[tuple[str, str, dict]] | None = None) -> list[Cell]:
+    """Cells of the with/without grid: for each N and repetition, each ``(setting, scheme, overrides)``
+    (default: ``with`` = ``cfg.with_scheme``, ``without`` = ``cfg.without_scheme``)."""
+    if settings is None:
+        settings = [("with", cfg.with_scheme, {}), ("without", cfg.without_scheme, {})]
+    cells = []
+    for n, reps in subsets(cfg).items():
         for rep, ids in reps.items():
-            for setting in SETTINGS:
-                k += 1
-                run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
-                tcfg = replace(cfg.train, scheme=schemes[setting].spec, image_ids=list(ids),
-                               seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep))
-                log(f"run {k} of {n_runs}: {setting} N={n} rep={rep}, {len(ids)} images")
-                metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite,
-                                    progress_name=f"run {k}/{n_runs} {setting} N={n} rep={rep}")
-                if not cfg.keep_last:
-                    (run_dir / "last.pt").unlink(missing_ok=True)
-                test = _evaluate_run(run_dir, cfg, device, metrics["settings_hash"], tiles_hash, overwrite)
-                for r in test:
-                    rows.append({"setting": setting, "n_train": n, "repetition": rep, **r,
-                                 "n_images_train": len(ids), "scheme": schemes[setting].spec,
-                                 "num_classes": schemes[setting].num_classes,
-                                 "selected_iteration": metrics.get("selected_iteration"),
-                                 "selected_val_iou": metrics.get("selected_val_iou"),
-                                 "iterations": metrics.get("iterations"),
-                                 "initialisation": metrics.get("initialisation"),
-                                 "weights_sha256": metrics.get("weights_sha256"),
-                                 "protocol": _protocol_label(cfg.train),
-                                 "run": str(run_dir.relative_to(out))})
-    results = pd.DataFrame(rows)
+            for setting, spec, over in settings:
+                cells.append(Cell(setting, spec, int(n), int(rep), tuple(ids), tuple(sorted(over.items()))))
+    return cells
+
+
+def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[str], None] | None = None,
+             overwrite: bool = False, settings: Sequence[tuple[str, str, dict]] | None = None,
+             title: str | None = None) -> pd.DataFrame:
+    """Train and evaluate every (setting, N, repetition); write results, summary and figure.
+
+    ``settings``: the grid's (name, scheme, TrainConfig overrides), default with/without;
+    summary and figure compare the first two (named ``with`` and ``without`` in the table).
+    """
+    log = log or print
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = inputs_of(cfg)
+    spec_of: Callable = (lambda spec: scheme_for_file(cfg, spec)) if data.images else parse_scheme
+    if settings is None:
+        schemes = {"with": spec_of(cfg.with_scheme), "without": spec_of(cfg.without_scheme)}
+        if schemes["without"].num_classes >= schemes["with"].num_classes:
+            log("note: the 'without' scheme has no fewer classes than the 'with' scheme")
+        settings = [("with", schemes["with"].spec, {}), ("without", schemes["without"].spec, {})]
+    results = run_cells(cfg, grid_cells(cfg, settings), out, log=log, overwrite=overwrite)
     with atomic_path(out / "results.parquet") as tmp:
         results.to_parquet(tmp, index=False)
     table = summarise(results)
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
     write_text_atomic(out / "summary.md", summary_markdown(table) + "\n\n" + _settings_note(results, cfg) + "\n")
-    plot_figure1(results, out / "figure1.png")
+    plot_figure1(results, out / figure_name(data.dataset), title=title or figure_title(data))
     return results
+
+
+def figure_title(data: RunData) -> str:
+    """``CSAW-S: complementary labels``, ``Cityscapes, person: complementary labels`` ..."""
+    if not data.images:
+        return "CSAW-S: complementary labels"
+    name = DATASET_TITLES.get(data.dataset, data.dataset or "dataset")
+    return f"{name}, {data.target}: complementary labels"
+
+
+def scheme_for_file(cfg: ExperimentConfig, spec: str):
+    """The scheme ``spec`` on the class table of the experiment's images file (with ``cfg.train.target``)."""
+    return run_data(replace(cfg.train, train_file=train_file_of(cfg, 0), scheme=spec)).scheme
 
 
 def _protocol_label(t: TrainConfig) -> str:
@@ -189,14 +274,18 @@ def _settings_note(results: pd.DataFrame, cfg: ExperimentConfig) -> str:
 
 
 def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, tiles_hash: str,
-                  overwrite: bool) -> list[dict]:
-    from .evaluate import evaluate_model
+                  overwrite: bool, data: RunData | None = None, tcfg: TrainConfig | None = None) -> list[dict]:
+    from .evaluate import evaluate_image_set, evaluate_model
 
     path = run_dir / "test.json"
-    maps = Path(cfg.test_maps).resolve()
-    # the consensus/annotator maps are read too: an edited map makes the evaluation stale
-    key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(maps),
-                         "maps_identity": inputs_hash(sorted(maps.rglob("*.png")))})
+    images = data is not None and data.images
+    if images:
+        key = settings_hash({"run": run_hash, "tiles": tiles_hash, "test": "images"})
+    else:
+        maps = Path(cfg.test_maps).resolve()
+        # the consensus/annotator maps are read too: an edited map makes the evaluation stale
+        key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(maps),
+                             "maps_identity": inputs_hash(sorted(maps.rglob("*.png")))})
     if path.is_file() and not overwrite:
         done = json.loads(path.read_text())
         if done.get("settings_hash") == key:
@@ -205,8 +294,14 @@ def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, t
     use_cl = cfg.train.channels_last and device.type == "cuda"
     if use_cl:
         model = model.to(memory_format=__import__("torch").channels_last)
-    rows = evaluate_model(model, cfg.test_tiles, cfg.test_maps, device, batch_size=cfg.train.eval_batch_size,
-                          amp=cfg.train.amp, channels_last=use_cl)
+    if images:
+        aug = (tcfg or cfg.train).augment
+        rows = evaluate_image_set(model, cfg.test_tiles, data.scheme.lut, device,
+                                  batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, channels_last=use_cl,
+                                  mean=aug.mean, std=aug.std, ignore_index=data.ignore_index)
+    else:
+        rows = evaluate_model(model, cfg.test_tiles, cfg.test_maps, device, batch_size=cfg.train.eval_batch_size,
+                              amp=cfg.train.amp, channels_last=use_cl)
     write_text_atomic(path, json.dumps({"settings_hash": key, "rows": rows}, indent=1) + "\n")
     return rows
 
@@ -244,8 +339,10 @@ def summary_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_figure1(results: pd.DataFrame, path: str | os.PathLike, evaluated_against: str = "consensus") -> Path:
-    """IoU against N for both settings with shaded 95% CIs (like the paper's Figure 1), as PNG."""
+def plot_figure1(results: pd.DataFrame, path: str | os.PathLike, evaluated_against: str = "consensus",
+                 title: str | None = None) -> Path:
+    """IoU against N for both settings with 95% CIs (like the paper's Figure 1; Figures 5 and 6 for
+    Cityscapes and VOC with ``title``), as PNG. The y label names the target of the results."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -279,8 +376,9 @@ def plot_figure1(results: pd.DataFrame, path: str | os.PathLike, evaluated_again
         ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
     ax.set_ylim(0, max(0.05, min(1.0, top * 1.15)))
     ax.set_xlabel("training-set size N")
-    ax.set_ylabel(f"cancer IoU ({ref.replace('_', ' ')})")
-    ax.set_title("CSAW-S: complementary labels")
+    target = str(results["target"].iloc[0]) if len(results) and "target" in results else "cancer"
+    ax.set_ylabel(f"{target} IoU ({ref.replace('_', ' ')})")
+    ax.set_title(title or "CSAW-S: complementary labels")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -45,7 +45,7 @@ from ..batch import settings_hash
 from ..errors import InputError, OutputError, SettingsError
 from ..labels import parse_scheme
 from .augment import AugmentConfig, augment_batch, prepare_eval
-from .data import CropSource, Prefetcher, file_hash, iter_crops, read_index, select_rows
+from .data import CropSource, Prefetcher, file_hash, is_image_set, iter_crops, read_index, select_rows
 from .metrics import CANCER, Confusion, confusion
 from .model import build_model
 from .progress import Progress
@@ -82,6 +82,10 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     selection_window: int = WINDOW
     selection_tolerance: float = TOLERANCE
+    # images files of the public datasets only (csaws-train prepare --dataset): the expert class, by
+    # name (None: the file's), and "coarse" for Cityscapes gtCoarse complementary labels
+    target: str | None = None
+    labels: str = "fine"
     # execution only (not part of the settings hash)
     device: str = "auto"
     amp: bool = True
@@ -100,6 +104,8 @@ class TrainConfig:
             raise SettingsError(f"--val-loss {self.val_loss}: expected one of {', '.join(VAL_LOSSES)}")
         if self.iterations is None and self.epochs is None:
             raise SettingsError("give --epochs or --iterations")
+        if self.labels not in ("fine", "coarse"):
+            raise SettingsError(f"labels {self.labels!r}: expected fine or coarse")
 
     def total_iterations(self, n_crops: int) -> int:
         """``iterations`` when given, else ``ceil(epochs * n_crops / batch_size)`` (SUL: 100 epochs)."""
@@ -125,11 +131,62 @@ class TrainConfig:
         d = self.to_dict()
         for k in self.EXECUTION:
             d.pop(k, None)
+        for k, default in (("target", None), ("labels", "fine")):  # CSAW-S settings hashes stay as they were
+            if d.get(k) == default:
+                d.pop(k, None)
         d["train_file"] = os.path.basename(self.train_file)
         d["val_file"] = os.path.basename(self.val_file)
         if d["image_ids"] is not None:
             d["image_ids"] = sorted(d["image_ids"])
         return d
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a training file implies for a run: its label scheme, channels, void id, and reader options."""
+
+    scheme: Any
+    images: bool = False
+    channels: int = 1
+    ignore_index: int | None = None
+    size: int = 0
+    dataset: str = "csaws"
+    target: str = "cancer"
+    reader_options: dict = field(default_factory=dict)
+
+    @property
+    def ce_ignore(self) -> int:
+        """``ignore_index`` of the cross-entropy (torch's default -100 when nothing is void)."""
+        return -100 if self.ignore_index is None else int(self.ignore_index)
+
+
+def run_data(cfg: TrainConfig) -> RunData:
+    """The scheme and input facts of ``cfg``: CSAW-S patches (:func:`csaws_tools.labels.parse_scheme`,
+    one channel, no void) or a public-dataset images file (its class table, ``cfg.target``, void ignored)."""
+    path = cfg.train_file.format(rep=0) if "{rep}" in cfg.train_file else cfg.train_file
+    if not is_image_set(path):
+        if cfg.target is not None or cfg.labels != "fine":
+            raise SettingsError(f"{path}: --target and coarse labels apply to images files of "
+                                f"'csaws-train prepare --dataset' only")
+        return RunData(scheme=parse_scheme(cfg.scheme))
+    from .datasets.store import ImageSetReader
+
+    with ImageSetReader(path, cfg.scheme, target=cfg.target, labels=cfg.labels) as r:
+        scheme = r.scheme
+        return RunData(scheme=scheme, images=True, channels=r.channels, ignore_index=r.ignore_index,
+                       size=r.size, dataset=str(r.attrs.get("dataset", "")), target=scheme.target_name,
+                       reader_options={"target": cfg.target, "labels": cfg.labels})
+
+
+def effective_config(cfg: TrainConfig, data: RunData) -> TrainConfig:
+    """``cfg`` as it runs: on images files the section 5.2 augmentation (:func:`image_set_augment`)."""
+    if not data.images:
+        return cfg
+    from dataclasses import replace
+
+    from .augment import image_set_augment
+
+    return replace(cfg, augment=image_set_augment(cfg.augment, data.channels, data.size))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -190,8 +247,12 @@ def _generator(device: torch.device, seed: int, iteration: int) -> torch.Generat
 @torch.no_grad()
 def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.device, *,
              batch_size: int = 16, max_crops: int | None = None, amp: bool = True,
-             channels_last: bool = False, augment: AugmentConfig | None = None, loss: str = "cancer") -> dict:
+             channels_last: bool = False, augment: AugmentConfig | None = None, loss: str = "cancer",
+             ignore_index: int | None = None) -> dict:
     """Validation loss and cancer confusion over the validation tiles (``max_crops`` evenly spaced ones).
+
+    The target class is id 1 of every scheme (cancer; the expert class of the public datasets).
+    ``ignore_index`` (void, 255): those pixels count in neither the loss nor the confusion.
 
     ``loss="cancer"`` (SUL ``Trainer.evaluate``: cross-entropy weighted 1 on
     the target class, 0 elsewhere): the mean cross-entropy of the pixels whose
@@ -212,15 +273,23 @@ def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.d
         with autocast(device, amp):
             logits = model(x)["out"]
         logits = logits.float()
-        ce = F.cross_entropy(logits, y, reduction="none")
-        if loss == "cancer":
-            keep = y == CANCER
+        if ignore_index is None:
+            ce = F.cross_entropy(logits, y, reduction="none")
+            if loss == "cancer":
+                keep = y == CANCER
+                loss_sum += float(ce[keep].sum())
+                pixels += int(keep.sum())
+            else:
+                loss_sum += float(ce.sum())
+                pixels += y.numel()
+            conf = conf + confusion(logits.argmax(1), y, CANCER)
+        else:
+            valid = y != ignore_index
+            ce = F.cross_entropy(logits, y, reduction="none", ignore_index=int(ignore_index))
+            keep = (y == CANCER) if loss == "cancer" else valid
             loss_sum += float(ce[keep].sum())
             pixels += int(keep.sum())
-        else:
-            loss_sum += float(ce.sum())
-            pixels += y.numel()
-        conf = conf + confusion(logits.argmax(1), y, CANCER)
+            conf = conf + confusion(logits.argmax(1), y, CANCER, valid=valid)
     model.train()
     return {"val_loss": loss_sum / pixels if pixels else float("nan"), "val_iou": conf.iou, "val_tp": conf.tp,
             "val_fp": conf.fp, "val_fn": conf.fn}
@@ -233,6 +302,13 @@ def check_no_shared_patients(train_index: pd.DataFrame, val_index: pd.DataFrame,
         more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
         raise InputError(f"{val_file}: validation crops of training patient(s) {', '.join(shared[:5])}{more}; "
                          "training and validation must not share patients (use the splits of csaws-prepare splits)")
+
+
+def check_no_shared_images(train_index: pd.DataFrame, val_index: pd.DataFrame, val_file: str = "") -> None:
+    """Public datasets: training and validation images must differ (their groups - cities - may not)."""
+    shared = sorted(set(train_index["image_id"].astype(str)) & set(val_index["image_id"].astype(str)))
+    if shared:
+        raise InputError(f"{val_file}: {len(shared)} validation image(s) are also training images, e.g. {shared[0]}")
 
 
 def check_crop(cfg: TrainConfig) -> None:
@@ -300,12 +376,17 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     log = log or (lambda msg: None)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    scheme = parse_scheme(cfg.scheme)
     if "{rep}" in cfg.train_file:
         raise InputError(f"{cfg.train_file}: a per-repetition pattern; give one repetition's training file")
+    data = run_data(cfg)
+    cfg = effective_config(cfg, data)
+    scheme = data.scheme
     train_index = read_index(cfg.train_file)
     rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
-    check_no_shared_patients(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
+    if data.images:
+        check_no_shared_images(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
+    else:
+        check_no_shared_patients(train_index.iloc[rows], read_index(cfg.val_file), cfg.val_file)
     check_crop(cfg)
     total = cfg.total_iterations(rows.size)
     hashes = {"train_file": file_hash(cfg.train_file), "val_file": file_hash(cfg.val_file)}
@@ -346,7 +427,8 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         # denormal floats (tiny gradients, Adam moments) slow CPU steps several-fold
         torch.set_flush_denormal(True)
     _seed_all(cfg.seed)
-    model = build_model(scheme.num_classes, output_stride=cfg.output_stride, aux_loss=cfg.aux_loss)
+    model = build_model(scheme.num_classes, output_stride=cfg.output_stride, aux_loss=cfg.aux_loss,
+                        in_channels=data.channels)
     load_report = None
     if weights:
         from .model import load_pretrained
@@ -384,6 +466,10 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         "iterations": total, "pretrained_report": load_report, **init,
         "length": ("iterations" if cfg.iterations is not None else f"{cfg.epochs:g} epochs"),
     }
+    if data.images:
+        info["inputs"] = {"dataset": data.dataset, "target": data.target, "channels": data.channels,
+                          "image_size": data.size, "ignore_index": data.ignore_index, "labels": cfg.labels}
+    extra = {"in_channels": data.channels} if data.channels != 1 else {}
     write_text_atomic(run_dir / "config.json", json.dumps(info, indent=1, default=str) + "\n")
 
     def save_last(iteration: int) -> None:
@@ -393,7 +479,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
                "settings_hash": shash, "torch_rng": torch.get_rng_state()}, last_path)
 
     source = CropSource(cfg.train_file, rows, scheme.lut, seed=cfg.seed, batch_size=cfg.batch_size,
-                        cache_mb=cfg.cache_mb)
+                        cache_mb=cfg.cache_mb, reader_options=data.reader_options)
     end = total if stop_after is None else min(total, int(stop_after))
     val_every = max(1, int(cfg.val_every))
     model.train()
@@ -409,9 +495,9 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.amp):
                 out = model(x)
-                loss = F.cross_entropy(out["out"].float(), y)
+                loss = F.cross_entropy(out["out"].float(), y, ignore_index=data.ce_ignore)
                 if "aux" in out:
-                    loss = loss + 0.5 * F.cross_entropy(out["aux"].float(), y)
+                    loss = loss + 0.5 * F.cross_entropy(out["aux"].float(), y, ignore_index=data.ce_ignore)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -424,14 +510,14 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
                 rec.update(validate(model, cfg.val_file, scheme.lut, device, batch_size=cfg.eval_batch_size,
                                     max_crops=cfg.val_max_crops, amp=cfg.amp, channels_last=use_cl,
-                                    augment=cfg.augment, loss=cfg.val_loss))
+                                    augment=cfg.augment, loss=cfg.val_loss, ignore_index=data.ignore_index))
                 history.append(rec)
                 chosen = select_checkpoint(history, cfg.selection_window, cfg.selection_tolerance, cfg.selection)
                 if chosen == len(history) - 1:
                     best_index = chosen
                     _save({"model": model.state_dict(), "iteration": done_its, "settings_hash": shash,
                            "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
-                           "aux_loss": cfg.aux_loss, "scheme": scheme.spec}, run_dir / "best.pt")
+                           "aux_loss": cfg.aux_loss, "scheme": scheme.spec, **extra}, run_dir / "best.pt")
                 save_last(done_its)
                 _write_history(run_dir, history, cfg)
                 bar.note(f"loss {rec['train_loss']:.4f} val_loss ({cfg.val_loss}) {rec['val_loss']:.4f} "
@@ -451,7 +537,7 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
         best_index, fallback = len(history) - 1, "last validation (the selection rule saved none)"
         _save({"model": model.state_dict(), "iteration": history[-1]["iteration"], "settings_hash": shash,
                "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
-               "aux_loss": cfg.aux_loss, "scheme": scheme.spec}, run_dir / "best.pt")
+               "aux_loss": cfg.aux_loss, "scheme": scheme.spec, **extra}, run_dir / "best.pt")
     best = history[best_index] if best_index is not None else None
     metrics = {
         "status": "done", "settings_hash": shash, "iterations": total,
@@ -481,7 +567,7 @@ def load_selected(run_dir: str | os.PathLike, device: torch.device | str = "cpu"
         raise InputError(f"{path}: no selected checkpoint (run not finished?)")
     ckpt = load_checkpoint(path, "cpu", ("model", "num_classes", "output_stride"))
     model = build_model(int(ckpt["num_classes"]), output_stride=int(ckpt["output_stride"]),
-                        aux_loss=bool(ckpt.get("aux_loss", False)))
+                        aux_loss=bool(ckpt.get("aux_loss", False)), in_channels=int(ckpt.get("in_channels", 1)))
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError) as exc:
