@@ -198,7 +198,7 @@ def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLi
                          "iterations": metrics.get("iterations"),
                          "initialisation": metrics.get("initialisation"),
                          "weights_sha256": metrics.get("weights_sha256"),
-                         "protocol": _protocol_label(cfg.train),
+                         "protocol": _protocol_label(effective_config(tcfg, data)),
                          "run": str(run_dir.relative_to(out)),
                          "dataset": data.dataset, "target": data.target, **dict(cell.columns)})
     return pd.DataFrame(rows)
@@ -262,15 +262,17 @@ def scheme_for_file(cfg: ExperimentConfig, spec: str):
 def _protocol_label(t: TrainConfig) -> str:
     """Short description of the protocol items that decide the result (also in results.parquet)."""
     length = f"{t.iterations} iterations" if t.iterations is not None else f"{t.epochs:g} epochs"
+    rot = "" if t.augment.rotate90 else "no rotation, "
     return (f"selection {t.selection}, val loss {t.val_loss}, augment {t.augment.protocol} "
-            f"(elastic p {t.augment.elastic_p:g} sigma {t.augment.elastic_sigma:g}, crop {t.augment.crop}), "
+            f"({rot}elastic p {t.augment.elastic_p:g} sigma {t.augment.elastic_sigma:g}, crop {t.augment.crop}), "
             f"{length}, batch {t.batch_size}, lr {t.lr:g}, val every {t.val_every}")
 
 
 def _settings_note(results: pd.DataFrame, cfg: ExperimentConfig) -> str:
     inits = sorted({f"{r.initialisation} (weights SHA-256 {r.weights_sha256})" if r.weights_sha256
                     else str(r.initialisation) for r in results.itertuples()}) if len(results) else []
-    return (f"Initialisation: {'; '.join(inits) or 'n/a'}.\n\nProtocol: {_protocol_label(cfg.train)}.")
+    proto = str(results["protocol"].iloc[0]) if len(results) else _protocol_label(cfg.train)
+    return (f"Initialisation: {'; '.join(inits) or 'n/a'}.\n\nProtocol: {proto}.")
 
 
 def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, tiles_hash: str,
