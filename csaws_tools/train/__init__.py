@@ -11,30 +11,53 @@ Needs the ``[train]`` extra (torch, matplotlib). Modules, one per stage:
 * :mod:`~csaws_tools.train.evaluate` - whole-image test IoU against each expert and the consensus
 * :mod:`~csaws_tools.train.experiment` - the grid, results.parquet, summary, Figure 1
 * :mod:`~csaws_tools.train.prepare` - splits, crops and test tiles from label maps
+* :mod:`~csaws_tools.train.datasets` - Cityscapes, VOC, CSAW-S and folder datasets resized to 512 x 512
+* :mod:`~csaws_tools.train.studies` - leave-one-out, number of labels, coarse, domain shift, merge
+
+Importing this package does not import torch: the names below are loaded on
+first use (``from csaws_tools.train import train_run`` imports torch then),
+so dataset preparation (:mod:`~csaws_tools.train.datasets`) runs without it.
 """
 
 from __future__ import annotations
 
-try:
-    import torch  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    from ..errors import DependencyError
+import importlib
+from typing import Any
 
-    raise DependencyError("csaws_tools.train needs torch: pip install 'csaws-tools[train]'") from exc
+#: public name -> submodule that defines it
+_EXPORTS = {
+    "AugmentConfig": "augment", "augment_batch": "augment", "normalise": "augment",
+    "evaluate_model": "evaluate", "evaluate_image_set": "evaluate",
+    "ExperimentConfig": "experiment", "plot_figure1": "experiment", "run_grid": "experiment",
+    "summarise": "experiment", "summary_markdown": "experiment",
+    "TrainConfig": "loop", "load_selected": "loop", "resolve_device": "loop", "train_run": "loop",
+    "validate": "loop",
+    "Confusion": "metrics", "confusion": "metrics", "iou": "metrics", "mean_ci": "metrics",
+    "relative_gain": "metrics", "t_quantile": "metrics",
+    "DeepLabV3": "model", "build_model": "model", "load_pretrained": "model",
+    "PreparedInputs": "prepare", "prepare_inputs": "prepare",
+    "eligible": "selection", "moving_average": "selection", "select_checkpoint": "selection",
+    "StudyConfig": "studies", "run_study": "studies",
+}
 
-from .augment import AugmentConfig, augment_batch, normalise
-from .evaluate import evaluate_model
-from .experiment import ExperimentConfig, plot_figure1, run_grid, summarise, summary_markdown
-from .loop import TrainConfig, load_selected, resolve_device, train_run, validate
-from .metrics import Confusion, confusion, iou, mean_ci, relative_gain, t_quantile
-from .model import DeepLabV3, build_model, load_pretrained
-from .prepare import PreparedInputs, prepare_inputs
-from .selection import eligible, moving_average, select_checkpoint
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "AugmentConfig", "Confusion", "DeepLabV3", "ExperimentConfig", "PreparedInputs", "TrainConfig",
-    "augment_batch", "build_model", "confusion", "eligible", "evaluate_model", "iou", "load_pretrained",
-    "load_selected", "mean_ci", "moving_average", "normalise", "plot_figure1", "prepare_inputs",
-    "relative_gain", "resolve_device", "run_grid", "select_checkpoint", "summarise", "summary_markdown",
-    "t_quantile", "train_run", "validate",
-]
+
+def __getattr__(name: str) -> Any:
+    """Load ``name`` from its submodule on first use (those need torch: pip install 'csaws-tools[train]')."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from ..errors import DependencyError
+
+        raise DependencyError("csaws_tools.train needs torch: pip install 'csaws-tools[train]'") from exc
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
