@@ -100,6 +100,10 @@ def test_three_colour_channels_reach_the_model_and_imagenet_statistics_normalise
     assert aug["rotate90"] is False and aug["elastic_p"] == 0.0 and aug["crop"] == 32  # section 5.2; whole image
     assert tuple(aug["mean"]) == IMAGENET_MEAN and tuple(aug["std"]) == IMAGENET_STD
     assert info["inputs"]["channels"] == 3 and info["inputs"]["target"] == "person"
+    from csaws_tools.train.predict import read_run
+
+    with pytest.raises(InputError, match="3 channels.*CSAW-S runs only"):  # predict is for grey mammograms
+        read_run(studied["exp"] / "runs/with/n4/rep0")
 
 
 @pytest.mark.slow

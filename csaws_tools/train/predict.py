@@ -198,6 +198,11 @@ def read_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
             ckpt = run / ckpt
     state, meta = checkpoint_weights(ckpt)
     config = _config(run)
+    inputs = config.get("inputs")
+    if isinstance(inputs, dict) or int(_first(meta.get("in_channels"), 1)) != 1:
+        what = inputs.get("dataset", "public-dataset") if isinstance(inputs, dict) else "colour"
+        raise InputError(f"{run}: a run trained on {what} images ({int(_first(meta.get('in_channels'), 3))} "
+                         "channels); predict labels grey mammograms with CSAW-S runs only")
     train_cfg = _section(config, "config")
     augment = _section(train_cfg, "augment")
     scheme = _scheme_from(meta, config, state, run / "config.json")

@@ -198,7 +198,8 @@ def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], N
     out = Path(out)
     cells = study_cells(sc, log)
     data = inputs_of(sc.experiment)
-    log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({data.target})")
+    log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({data.target}), "
+        f"{study_iterations(sc, cells)} training iterations in all")
     results = run_cells(sc.experiment, cells, out, log=log, overwrite=overwrite)
     results.insert(0, "study", sc.study)
     with atomic_path(out / "results.parquet") as tmp:
@@ -211,6 +212,12 @@ def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], N
                       + "\n")
     plot_study(results, summary, sc.study, out / FIGURES[sc.study], title)
     return results, summary
+
+
+def study_iterations(sc: StudyConfig, cells: Sequence[Cell]) -> int:
+    """Training iterations of all the study's runs (``--iterations``, or 100 epochs over each run's
+    images at the batch size); the compute estimate of docs/studies.md multiplies this by s/step."""
+    return sum(sc.experiment.train.total_iterations(len(c.ids)) for c in cells)
 
 
 # --------------------------------------------------------------------------- tables
