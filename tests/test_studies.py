@@ -14,15 +14,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pd = pytest.importorskip("pandas")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from csaws_tools.errors import InputError, SettingsError  # noqa: E402
-from csaws_tools.sample_public import write_public_sample  # noqa: E402
-from csaws_tools.train.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig  # noqa: E402
-from csaws_tools.train.datasets import ImageSetReader, get_adapter, prepare_dataset  # noqa: E402
-from csaws_tools.train.experiment import ExperimentConfig, run_grid  # noqa: E402
-from csaws_tools.train.loop import TrainConfig, run_data  # noqa: E402
-from csaws_tools.train.studies import StudyConfig, fixed_n, k_values, run_study, summarise_study  # noqa: E402
+from csaws_tools.errors import InputError, SettingsError
+from csaws_tools.sample_public import write_public_sample
+from csaws_tools.train.augment import IMAGENET_MEAN, IMAGENET_STD
+from csaws_tools.train.datasets import ImageSetReader, get_adapter, prepare_dataset
+from csaws_tools.train.experiment import ExperimentConfig, run_grid
+from csaws_tools.train.loop import TrainConfig, run_data
+from csaws_tools.train.studies import (
+    StudyConfig,
+    fixed_n,
+    k_values,
+    run_study,
+    summarise_study,
+)
 
 torch.set_num_threads(2)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -33,7 +39,7 @@ LEFT_OUT = {"cityscapes": "rider", "voc": "bicycle"}
 def _inputs(kind: str, base: Path, **kw) -> Path:
     root = base / kind
     write_public_sample(kind, root, seed=0)
-    opts = dict(val_size=4, sizes=(4,), repetitions=1, size=32, workers=1, progress=False)
+    opts = {"val_size": 4, "sizes": (4,), "repetitions": 1, "size": 32, "workers": 1, "progress": False}
     opts.update(kw)
     res = prepare_dataset(get_adapter(kind, root), base / f"{kind}_in", **opts)
     assert res.exit_code == 0
@@ -221,7 +227,7 @@ def test_study_grids_have_the_papers_cells(tmp_path):
     assert {c.setting for c in cells if dict(c.columns)["k"] in (0, 32)} == {"without", "with"}
     coarse = study_cells(StudyConfig(cfg, "coarse"))
     assert {c.setting for c in coarse} == {"with", "with-coarse", "without"} and {c.n for c in coarse} == {2, 4}
-    assert [dict(c.overrides) for c in coarse if c.setting == "with-coarse"][0] == {"labels": "coarse"}
+    assert next(dict(c.overrides) for c in coarse if c.setting == "with-coarse") == {"labels": "coarse"}
     shift = study_cells(StudyConfig(cfg, "domain-shift"))
     assert {c.setting for c in shift} == {"with-by-city", "without-by-city"}
     from csaws_tools.sample_public import CITIES
@@ -270,14 +276,14 @@ def test_prepare_dataset_runs_without_torch(tmp_path):
             "from csaws_tools.cli.train import main\n"
             f"main(['prepare', '--dataset', 'voc', {str(root)!r}, '-o', {str(tmp_path / 'in')!r}, '--val-size', "
             "'4', '--sizes', '4', '--repetitions', '1', '--size', '16', '-j', '1', '--no-progress'])\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert "train 12, val 4, test 6 images; 0 failed" in done.stdout
     assert all((tmp_path / "in" / f).is_file() for f in ("splits.json", "train.h5", "val.h5", "test.h5"))
-    blocked = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None\n"
-                              "from csaws_tools.train import train_run"], capture_output=True, text=True,
-                             timeout=120, cwd=Path(__file__).resolve().parents[1])
+    training = "import sys; sys.modules['torch'] = None; from csaws_tools.train import train_run"
+    blocked = subprocess.run([sys.executable, "-c", training], capture_output=True, text=True, timeout=120,
+                             check=False, cwd=Path(__file__).resolve().parents[1])
     assert blocked.returncode != 0 and "needs torch" in blocked.stderr
 
 

@@ -9,8 +9,14 @@ import click
 
 from ._common import handle_errors, int_list
 from .train_predict import predict
-from .train_prepare_dataset import DATASET_DEFAULTS, DATASETS, LAYOUTS, dataset_options, prepare_dataset_cmd, \
-    run_prepare_dataset
+from .train_prepare_dataset import (
+    DATASET_DEFAULTS,
+    DATASETS,
+    LAYOUTS,
+    dataset_options,
+    prepare_dataset_cmd,
+    run_prepare_dataset,
+)
 
 PROTOCOL_DEFAULTS = {
     # SUL: the authors' code (src/trainer.py, src/datasets.py); earlier: this tool's previous rule
@@ -390,7 +396,7 @@ def study_cmd(study, inputs, out, train_file, val_file, test_tiles, test_maps, s
                       keep_last=keep_last)
     sc = StudyConfig(cfg, study, n=n, ks=ks, classes=[c.strip() for c in classes.split(",") if c.strip()]
                      if classes else None, merge_target=merge_target)
-    _, summary = run_study(sc, out, log=click.echo, overwrite=kw["overwrite"])
+    run_study(sc, out, log=click.echo, overwrite=kw["overwrite"])
     click.echo((Path(out) / "summary.md").read_text())
     click.echo(f"results: {Path(out) / 'results.parquet'}\nfigure: {Path(out) / FIGURES[study]}")
 

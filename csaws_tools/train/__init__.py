@@ -40,7 +40,39 @@ _EXPORTS = {
     "StudyConfig": "studies", "run_study": "studies",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AugmentConfig",
+    "Confusion",
+    "DeepLabV3",
+    "ExperimentConfig",
+    "PreparedInputs",
+    "StudyConfig",
+    "TrainConfig",
+    "augment_batch",
+    "build_model",
+    "confusion",
+    "eligible",
+    "evaluate_image_set",
+    "evaluate_model",
+    "iou",
+    "load_pretrained",
+    "load_selected",
+    "mean_ci",
+    "moving_average",
+    "normalise",
+    "plot_figure1",
+    "prepare_inputs",
+    "relative_gain",
+    "resolve_device",
+    "run_grid",
+    "run_study",
+    "select_checkpoint",
+    "summarise",
+    "summary_markdown",
+    "t_quantile",
+    "train_run",
+    "validate",
+]
 
 
 def __getattr__(name: str) -> Any:

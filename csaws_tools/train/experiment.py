@@ -42,7 +42,15 @@ from ..batch import inputs_hash, settings_hash
 from ..errors import InputError, SettingsError
 from ..labels import parse_scheme
 from .data import file_hash, is_image_set, read_index
-from .loop import RunData, TrainConfig, effective_config, load_selected, resolve_device, run_data, train_run
+from .loop import (
+    RunData,
+    TrainConfig,
+    effective_config,
+    load_selected,
+    resolve_device,
+    run_data,
+    train_run,
+)
 from .metrics import mean_ci, relative_gain
 
 DEFAULT_SIZES = (25, 50, 100, 263)
@@ -73,7 +81,7 @@ def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
     from the image ids of the training patches file (all its images are the
     training pool: validation lives in its own file).
     """
-    from ..splits import make_splits, select_images, load_splits
+    from ..splits import load_splits, make_splits, select_images
 
     keys: dict[int, str] = {}
     if cfg.splits:

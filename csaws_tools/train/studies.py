@@ -37,7 +37,6 @@ Output folder::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -50,7 +49,14 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import InputError, SettingsError
-from .experiment import DATASET_TITLES, Cell, ExperimentConfig, inputs_of, run_cells, subsets
+from .experiment import (
+    DATASET_TITLES,
+    Cell,
+    ExperimentConfig,
+    inputs_of,
+    run_cells,
+    subsets,
+)
 from .metrics import mean_ci
 
 STUDIES = ("leave-one-out", "num-labels", "coarse", "domain-shift", "merge")
@@ -106,12 +112,17 @@ def k_values(ks: Sequence[int], n_complementary: int) -> list[int]:
 
 
 def _splits_doc(cfg: ExperimentConfig) -> dict:
+    from ..splits import load_splits
+
     if not cfg.splits:
         raise SettingsError("the studies need INPUTS/splits.json (written by csaws-train prepare --dataset)")
-    return json.loads(Path(cfg.splits).read_text())
+    doc = load_splits(cfg.splits)
+    if "classes" not in doc:
+        raise InputError(f"{cfg.splits}: not the splits of 'csaws-train prepare --dataset' (no class table)")
+    return doc
 
 
-def study_cells(sc: StudyConfig, log: Callable[[str], None] = print) -> list[Cell]:
+def study_cells(sc: StudyConfig) -> list[Cell]:
     """The runs of the study (module docstring), in the order they are trained."""
     cfg = sc.experiment
     data = inputs_of(cfg)
@@ -196,7 +207,7 @@ def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], N
     """Run (or resume) the study; write results, summary and figure under ``out``; return (results, summary)."""
     log = log or print
     out = Path(out)
-    cells = study_cells(sc, log)
+    cells = study_cells(sc)
     data = inputs_of(sc.experiment)
     log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({data.target}), "
         f"{study_iterations(sc, cells)} training iterations in all")
@@ -327,8 +338,10 @@ def plot_study(results: pd.DataFrame, table: pd.DataFrame, study: str, path: str
             ax.set_yticks(y)
             ax.set_yticklabels(table["left_out"].astype(str).tolist(), fontsize=7)
             ax.invert_yaxis()
+            for yi in y[~np.isfinite(m)]:  # no change defined: the "with" baseline IoU was 0
+                ax.text(0, yi, "  n/a (baseline IoU 0)", va="center", fontsize=7, color="grey")
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel(f"relative change of {target} IoU when left out (%)")
+        ax.set_xlabel(f"relative change of {target} IoU when left out (%); below 0: the label helps", fontsize=9)
         ax.set_title(f"{dataset_title}: leave one complementary label out (N={_n_of(results)})", fontsize=9)
     elif study == "num-labels":
         fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
