@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,7 +228,7 @@ def prepare_cmd(ctx, images, maps, dataset, out, patch_size, per_class, sizes, r
         click.echo(f"{k}: {v}")
 
 
-prepare_cmd.help = (prepare_cmd.help or "") + "\n\n" + LAYOUTS
+prepare_cmd.help = inspect.cleandoc(prepare_cmd.help or "") + "\n\n" + LAYOUTS
 
 
 def input_options(func: Callable) -> Callable:

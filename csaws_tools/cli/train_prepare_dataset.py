@@ -6,6 +6,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -130,4 +131,4 @@ def prepare_dataset_cmd(dataset, root, out, sizes, repetitions, seed, workers, n
                         no_progress=no_progress, **kw)
 
 
-prepare_dataset_cmd.help = (prepare_dataset_cmd.help or "") + "\n\n" + LAYOUTS
+prepare_dataset_cmd.help = inspect.cleandoc(prepare_dataset_cmd.help or "") + "\n\n" + LAYOUTS

@@ -209,7 +209,8 @@ def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], N
     out = Path(out)
     cells = study_cells(sc)
     data = inputs_of(sc.experiment)
-    log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({data.target}), "
+    shown = sc.merge_target if sc.study == "merge" else data.target
+    log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({shown}), "
         f"{study_iterations(sc, cells)} training iterations in all")
     results = run_cells(sc.experiment, cells, out, log=log, overwrite=overwrite)
     results.insert(0, "study", sc.study)
