@@ -425,23 +425,50 @@ def single_cmd(train_file, val_file, scheme, images, out, **kw):
 
 @train.command("summarize")
 @click.argument("experiment", type=click.Path(exists=True, file_okay=False))
-@click.option("--against", default="consensus", show_default=True, help="Reference plotted in figure1.png.")
+@click.option("--against", default="consensus", show_default=True,
+              help="Reference plotted in the figure (CSAW-S; the public datasets have one: test).")
 @handle_errors
 def summarize_cmd(experiment, against):
-    """Rewrite summary.csv/.md and figure1.png from EXPERIMENT/results.parquet."""
+    """Rewrite the summary and the figure from EXPERIMENT/results.parquet: summary.csv/.md and
+    figure1.png (figure5.png Cityscapes, figure6.png VOC) of 'run', or summary.parquet/.md and
+    the figure of a 'study'."""
     import pandas as pd
 
     from ..atomic import atomic_path, write_text_atomic
-    from ..train.experiment import plot_figure1, summarise, summary_markdown
+    from ..train.experiment import (
+        DATASET_TITLES,
+        figure_name,
+        plot_figure1,
+        summarise,
+        summary_markdown,
+    )
 
     exp = Path(experiment)
     res = pd.read_parquet(exp / "results.parquet")
+    dataset = str(res["dataset"].iloc[0]) if "dataset" in res and len(res) else "csaws"
+    if "study" in res and len(res):
+        from ..train.studies import FIGURES, plot_study, study_markdown, summarise_study
+
+        study = str(res["study"].iloc[0])
+        table = summarise_study(res, study)
+        with atomic_path(exp / "summary.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+        title = DATASET_TITLES.get(dataset, dataset)
+        md = study_markdown(table, study)
+        write_text_atomic(exp / "summary.md", f"# {study} study, {title}\n\n{md}\n")
+        plot_study(res, table, study, exp / FIGURES[study], title)
+        click.echo(md)
+        return
     table = summarise(res)
     with atomic_path(exp / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
     md = summary_markdown(table)
     write_text_atomic(exp / "summary.md", md + "\n")
-    plot_figure1(res, exp / "figure1.png", against)
+    title = None
+    if dataset != "csaws":
+        target = str(res["target"].iloc[0]) if "target" in res else "target"
+        title = f"{DATASET_TITLES.get(dataset, dataset)}, {target}: complementary labels"
+    plot_figure1(res, exp / figure_name(dataset), against, title=title)
     click.echo(md)
 
 
