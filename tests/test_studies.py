@@ -133,9 +133,16 @@ def test_leave_one_out_merges_the_left_out_class_into_background(studied):
     assert (lut[raw][raw == left_id] == 0).all()  # ... and trains as background
     assert lut[left_id] == 0 and np.asarray(cw["scheme"]["lut"])[left_id] > 1
     assert list(studied["table"]["left_out"]) == [left]
-    fig = exp / "figure7.png"
+    fig = exp / "leave-one-out" / "figure7.png"
     assert fig.read_bytes()[:8] == PNG and fig.stat().st_size > 5000
-    assert f"| {left} | 4 |" in (exp / "summary.md").read_text()
+    assert f"| {left} | 4 |" in (exp / "leave-one-out" / "summary.md").read_text()
+    # the grid's own table is still there beside the study's
+    assert set(pd.read_parquet(exp / "results.parquet")["setting"]) == {"with", "without"}
+    from csaws_tools.cli.train import train
+
+    fig.unlink()
+    r = CliRunner().invoke(train, ["summarize", str(exp / "leave-one-out")])  # rebuilds table and figure
+    assert r.exit_code == 0 and f"| {left} | 4 |" in r.output and fig.read_bytes()[:8] == PNG
 
 
 class _Everywhere(torch.nn.Module):
@@ -178,6 +185,19 @@ def test_csaws_model_and_settings_hash_are_those_of_before():
     assert keys == "26440144df85475c"
     cfg = TrainConfig("a/train_rep0.h5", "a/val_tiles.h5", scheme="binary")
     assert settings_hash(cfg.settings()) == "11f0cb7d99d8106f"
+
+
+def test_imagenet_initialisation_keeps_all_three_channels_of_the_first_convolution():
+    from csaws_tools.train.model import build_model, load_pretrained
+
+    source = build_model(2, output_stride=16, in_channels=3).backbone.state_dict()  # ResNet-50 keys, RGB conv1
+    state = {k: torch.randn_like(v) for k, v in source.items()}
+    colour = build_model(34, output_stride=16, in_channels=3)
+    report = load_pretrained(colour, state, require_backbone=True)
+    assert report.reduced == [] and torch.equal(colour.backbone.conv1.weight, state["conv1.weight"])
+    grey = build_model(2, output_stride=16)  # CSAW-S: channel 0 only, as before
+    assert load_pretrained(grey, state).reduced == ["conv1.weight"]
+    assert torch.equal(grey.backbone.conv1.weight, state["conv1.weight"][:, :1])
 
 
 def test_csaws_patches_keep_one_channel_no_void_and_the_cancer_scheme(small_release, tmp_path):
@@ -312,9 +332,9 @@ def test_cli_run_and_study_on_prepared_voc(tmp_path):
     r = CliRunner().invoke(train, ["study", "num-labels", str(inp), "-o", str(tmp_path / "exp"), "--ks", "0,1",
                                    *common])
     assert r.exit_code == 0, r.output
-    res = pd.read_parquet(tmp_path / "exp" / "results.parquet")
+    res = pd.read_parquet(tmp_path / "exp" / "num-labels" / "results.parquet")
     assert sorted(res["k"]) == [0, 1] and set(res["study"]) == {"num-labels"} and set(res["target"]) == {"person"}
-    assert (tmp_path / "exp" / "figure8.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "exp" / "num-labels" / "figure8.png").read_bytes()[:8] == PNG
     assert "| 1 | 4 |" in r.output and "figure8.png" in r.output
     r = CliRunner().invoke(train, ["run", str(inp), "-o", str(tmp_path / "exp"), "--test-maps", str(tmp_path),
                                    *common])

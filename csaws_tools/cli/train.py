@@ -138,7 +138,7 @@ def train() -> None:
     Cityscapes / PASCAL VOC / your own folders (paper section 5):
       csaws-train prepare --dataset cityscapes ROOT -o INPUTS   # splits.json, train/val/test.h5
       csaws-train run INPUTS -o EXPERIMENT                      # with/without, figure5.png
-      csaws-train study leave-one-out INPUTS -o EXPERIMENT      # figure7.png
+      csaws-train study leave-one-out INPUTS -o EXPERIMENT      # EXPERIMENT/leave-one-out/figure7.png
     EXPERIMENT gets results.parquet, summary.csv/.md and the figure. Reruns skip finished
     runs; an interrupted run resumes from its last checkpoint.
     """
@@ -371,9 +371,9 @@ def study_cmd(study, inputs, out, train_file, val_file, test_tiles, test_maps, s
                    needs 'prepare --ordering by-city'
     merge          over N: with/without, target human=person+rider  figure13.png
 
-    OUT gets runs/, results.parquet, summary.parquet and summary.md. The 'with' and
-    'without' runs of leave-one-out and num-labels are those of 'csaws-train run': in the
-    same OUT they are trained once.
+    OUT gets runs/ and OUT/STUDY/ with results.parquet, summary.parquet, summary.md and the
+    figure. The 'with' and 'without' runs of leave-one-out and num-labels are those of
+    'csaws-train run': in the same OUT they are trained once.
 
     \b
     Example (the synthetic Cityscapes sample, a few CPU minutes):
@@ -398,8 +398,9 @@ def study_cmd(study, inputs, out, train_file, val_file, test_tiles, test_maps, s
     sc = StudyConfig(cfg, study, n=n, ks=ks, classes=[c.strip() for c in classes.split(",") if c.strip()]
                      if classes else None, merge_target=merge_target)
     run_study(sc, out, log=click.echo, overwrite=kw["overwrite"])
-    click.echo((Path(out) / "summary.md").read_text())
-    click.echo(f"results: {Path(out) / 'results.parquet'}\nfigure: {Path(out) / FIGURES[study]}")
+    tables = Path(out) / study
+    click.echo((tables / "summary.md").read_text())
+    click.echo(f"results: {tables / 'results.parquet'}\nfigure: {tables / FIGURES[study]}")
 
 
 @train.command("single")
@@ -430,8 +431,8 @@ def single_cmd(train_file, val_file, scheme, images, out, **kw):
 @handle_errors
 def summarize_cmd(experiment, against):
     """Rewrite the summary and the figure from EXPERIMENT/results.parquet: summary.csv/.md and
-    figure1.png (figure5.png Cityscapes, figure6.png VOC) of 'run', or summary.parquet/.md and
-    the figure of a 'study'."""
+    figure1.png (figure5.png Cityscapes, figure6.png VOC) of 'run'; for a study give its
+    folder, EXPERIMENT/STUDY (summary.parquet/.md and its figure)."""
     import pandas as pd
 
     from ..atomic import atomic_path, write_text_atomic

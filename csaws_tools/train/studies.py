@@ -27,12 +27,13 @@ table and a figure:
 ``merge`` (appendix C, Figure 13)
     over N, ``with-merged``/``without-merged``, the target ``human=person+rider``.
 
-Output folder::
+Output folder (the runs beside those of ``csaws-train run``, the study's
+tables in a sub-folder of its own, so one folder can hold the grid and every study)::
 
-    runs/<setting>/n<N>/rep<r>/   one run each (see loop.py) + test.json
-    results.parquet               one row per run: study, dataset, target, setting, n_train, repetition, iou, ...
-    summary.parquet, summary.md   the study's table
-    figure7.png | figure8.png | figure5_coarse.png | figure_domain_shift.png | figure13.png
+    runs/<setting>/n<N>/rep<r>/       one run each (see loop.py) + test.json
+    <study>/results.parquet           one row per run: study, dataset, target, setting, n_train, repetition, iou, ...
+    <study>/summary.parquet, .md      the study's table
+    <study>/figure7.png | figure8.png | figure5_coarse.png | figure_domain_shift.png | figure13.png
 """
 
 from __future__ import annotations
@@ -204,9 +205,11 @@ def _class_id(names: Sequence[str], name: str, complementary: Sequence[str]) -> 
 
 def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], None] | None = None,
               overwrite: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run (or resume) the study; write results, summary and figure under ``out``; return (results, summary)."""
+    """Run (or resume) the study; write results, summary and figure under ``out/<study>``; return
+    (results, summary)."""
     log = log or print
     out = Path(out)
+    tables = out / sc.study
     cells = study_cells(sc)
     data = inputs_of(sc.experiment)
     shown = sc.merge_target if sc.study == "merge" else data.target
@@ -214,15 +217,16 @@ def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], N
         f"{study_iterations(sc, cells)} training iterations in all")
     results = run_cells(sc.experiment, cells, out, log=log, overwrite=overwrite)
     results.insert(0, "study", sc.study)
-    with atomic_path(out / "results.parquet") as tmp:
+    tables.mkdir(parents=True, exist_ok=True)
+    with atomic_path(tables / "results.parquet") as tmp:
         results.to_parquet(tmp, index=False)
     summary = summarise_study(results, sc.study)
-    with atomic_path(out / "summary.parquet") as tmp:
+    with atomic_path(tables / "summary.parquet") as tmp:
         summary.to_parquet(tmp, index=False)
     title = f"{DATASET_TITLES.get(data.dataset, data.dataset)}"
-    write_text_atomic(out / "summary.md", f"# {sc.study} study, {title}\n\n" + study_markdown(summary, sc.study)
+    write_text_atomic(tables / "summary.md", f"# {sc.study} study, {title}\n\n" + study_markdown(summary, sc.study)
                       + "\n")
-    plot_study(results, summary, sc.study, out / FIGURES[sc.study], title)
+    plot_study(results, summary, sc.study, tables / FIGURES[sc.study], title)
     return results, summary
 
 
