@@ -19,7 +19,12 @@ from click.testing import CliRunner
 from csaws_tools.errors import InputError, SettingsError
 from csaws_tools.sample_public import write_public_sample
 from csaws_tools.train.augment import IMAGENET_MEAN, IMAGENET_STD
-from csaws_tools.train.datasets import ImageSetReader, get_adapter, prepare_dataset
+from csaws_tools.train.datasets import (
+    VOC_CLASSES,
+    ImageSetReader,
+    get_adapter,
+    prepare_dataset,
+)
 from csaws_tools.train.experiment import ExperimentConfig, run_grid
 from csaws_tools.train.loop import TrainConfig, run_data
 from csaws_tools.train.studies import (
@@ -329,11 +334,13 @@ def test_cli_run_and_study_on_prepared_voc(tmp_path):
     inp = _inputs("voc", tmp_path)
     common = ["--iterations", "1", "--batch-size", "2", "--output-stride", "16", "--pretrained", "none",
               "--device", "cpu", "--threads", "2", "--no-progress"]
-    r = CliRunner().invoke(train, ["study", "num-labels", str(inp), "-o", str(tmp_path / "exp"), "--ks", "0,1",
+    r = CliRunner().invoke(train, ["study", "num-labels", str(inp), "-o", str(tmp_path / "exp"), "--ks", "1",
                                    *common])
     assert r.exit_code == 0, r.output
     res = pd.read_parquet(tmp_path / "exp" / "num-labels" / "results.parquet")
-    assert sorted(res["k"]) == [0, 1] and set(res["study"]) == {"num-labels"} and set(res["target"]) == {"person"}
+    assert list(res["k"]) == [1] and set(res["study"]) == {"num-labels"} and set(res["target"]) == {"person"}
+    assert res["scheme"].iloc[0] == "random:1:0" and res["num_classes"].iloc[0] == 3  # background, person, one
+    assert res["kept"].iloc[0] in set(VOC_CLASSES) - {"background", "person"}
     assert (tmp_path / "exp" / "num-labels" / "figure8.png").read_bytes()[:8] == PNG
     assert "| 1 | 4 |" in r.output and "figure8.png" in r.output
     r = CliRunner().invoke(train, ["run", str(inp), "-o", str(tmp_path / "exp"), "--test-maps", str(tmp_path),
