@@ -45,7 +45,15 @@ from ..batch import settings_hash
 from ..errors import InputError, OutputError, SettingsError
 from ..labels import parse_scheme
 from .augment import AugmentConfig, augment_batch, prepare_eval
-from .data import CropSource, Prefetcher, file_hash, is_image_set, iter_crops, read_index, select_rows
+from .data import (
+    CropSource,
+    Prefetcher,
+    file_hash,
+    is_image_set,
+    iter_crops,
+    read_index,
+    select_rows,
+)
 from .metrics import CANCER, Confusion, confusion
 from .model import build_model
 from .progress import Progress
