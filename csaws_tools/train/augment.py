@@ -70,8 +70,8 @@ class AugmentConfig:
     elastic_sigma: float = 512.0
     brightness: float = 0.1
     contrast: float = 0.1
-    mean: float = MEAN
-    std: float = STD
+    mean: float | tuple[float, ...] = MEAN  # a tuple: one value per channel (colour input)
+    std: float | tuple[float, ...] = STD
     protocol: str = "paper"
     rotate90_p: float = 0.5
     intensity_p: float = 0.5
@@ -88,8 +88,9 @@ def normalise(img: torch.Tensor, mean: float | tuple[float, ...] = MEAN,
               std: float | tuple[float, ...] = STD) -> torch.Tensor:
     """(x - mean) / std for images on [0, 1]; a sequence gives one value per channel of (B, C, H, W)."""
     if isinstance(mean, (tuple, list)) or isinstance(std, (tuple, list)):
-        mean = torch.as_tensor(mean, dtype=img.dtype, device=img.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(std, dtype=img.dtype, device=img.device).view(1, -1, 1, 1)
+        m = torch.as_tensor(mean, dtype=img.dtype, device=img.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=img.dtype, device=img.device).view(1, -1, 1, 1)
+        return (img - m) / s
     return (img - mean) / std
 
 

@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -186,9 +187,9 @@ def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLi
     for k, cell in enumerate(cells, start=1):
         n, rep, setting, ids = cell.n, cell.rep, cell.setting, cell.ids
         run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
+        overrides: dict[str, Any] = dict(cell.overrides)
         tcfg = replace(cfg.train, scheme=cell.scheme, image_ids=list(ids),
-                       seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep),
-                       **dict(cell.overrides))
+                       seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep), **overrides)
         data = run_data(tcfg)
         log(f"run {k} of {len(cells)}: {setting} N={n} rep={rep}, {len(ids)} images")
         metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite,
@@ -288,10 +289,12 @@ def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, t
     from .evaluate import evaluate_image_set, evaluate_model
 
     path = run_dir / "test.json"
-    images = data is not None and data.images
-    if images:
+    images = data if data is not None and data.images else None
+    if images is not None:
         key = settings_hash({"run": run_hash, "tiles": tiles_hash, "test": "images"})
     else:
+        if cfg.test_maps is None:
+            raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (--test-maps)")
         maps = Path(cfg.test_maps).resolve()
         # the consensus/annotator maps are read too: an edited map makes the evaluation stale
         key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(maps),
@@ -304,14 +307,14 @@ def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, t
     use_cl = cfg.train.channels_last and device.type == "cuda"
     if use_cl:
         model = model.to(memory_format=__import__("torch").channels_last)
-    if images:
+    if images is not None:
         aug = (tcfg or cfg.train).augment
-        rows = evaluate_image_set(model, cfg.test_tiles, data.scheme.lut, device,
+        rows = evaluate_image_set(model, cfg.test_tiles, images.scheme.lut, device,
                                   batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, channels_last=use_cl,
-                                  mean=aug.mean, std=aug.std, ignore_index=data.ignore_index)
+                                  mean=aug.mean, std=aug.std, ignore_index=images.ignore_index)
     else:
-        rows = evaluate_model(model, cfg.test_tiles, cfg.test_maps, device, batch_size=cfg.train.eval_batch_size,
-                              amp=cfg.train.amp, channels_last=use_cl)
+        rows = evaluate_model(model, cfg.test_tiles, str(cfg.test_maps), device,
+                              batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, channels_last=use_cl)
     write_text_atomic(path, json.dumps({"settings_hash": key, "rows": rows}, indent=1) + "\n")
     return rows
 
