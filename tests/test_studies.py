@@ -267,6 +267,27 @@ def test_study_grids_have_the_papers_cells(tmp_path):
                                 target="human=person+rider")).scheme.names[:2] == ("unlabeled", "human")
 
 
+def test_run_with_a_merged_target_trains_the_plain_schemes_with_that_target(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from csaws_tools.train import experiment
+
+    cfg = _config(_inputs("cityscapes", tmp_path))
+    cfg.train = replace(cfg.train, target="human=person+rider")
+    seen = []
+
+    def stop(cfg_, cells, out, **kw):
+        seen.extend(cells)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_cells", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cfg, tmp_path / "exp", log=lambda m: None)
+    assert [c.scheme for c in seen] == ["all", "binary"]
+    schemes = [run_data(replace(cfg.train, scheme=c.scheme)).scheme for c in seen]
+    assert [s.names[1] for s in schemes] == ["human", "human"] and schemes[0].num_classes == 33
+
+
 def test_k_values_and_the_fixed_n_follow_what_exists():
     assert k_values((0, 1, 2, 4, 8, 16, 32), 20) == [0, 1, 2, 4, 8, 16, 20]
     assert k_values((0, 1, 2, 4), 20) == [0, 1, 2, 4]

@@ -243,7 +243,8 @@ def run_grid(cfg: ExperimentConfig, out: str | os.PathLike, *, log: Callable[[st
         schemes = {"with": spec_of(cfg.with_scheme), "without": spec_of(cfg.without_scheme)}
         if schemes["without"].num_classes >= schemes["with"].num_classes:
             log("note: the 'without' scheme has no fewer classes than the 'with' scheme")
-        settings = [("with", schemes["with"].spec, {}), ("without", schemes["without"].spec, {})]
+        # on images files the target travels as TrainConfig.target: the spec without its " target=" note
+        settings = [(name, schemes[name].spec.split(" target=")[0], {}) for name in SETTINGS]
     results = run_cells(cfg, grid_cells(cfg, settings), out, log=log, overwrite=overwrite)
     with atomic_path(out / "results.parquet") as tmp:
         results.to_parquet(tmp, index=False)
