@@ -207,7 +207,7 @@ def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLi
                          "iterations": metrics.get("iterations"),
                          "initialisation": metrics.get("initialisation"),
                          "weights_sha256": metrics.get("weights_sha256"),
-                         "protocol": _protocol_label(effective_config(tcfg, data)),
+                         "protocol": _protocol_label(effective_config(tcfg, data), data.target),
                          "run": str(run_dir.relative_to(out)),
                          "dataset": data.dataset, "target": data.target, **dict(cell.columns)})
     return pd.DataFrame(rows)
@@ -269,11 +269,12 @@ def scheme_for_file(cfg: ExperimentConfig, spec: str):
     return run_data(replace(cfg.train, train_file=train_file_of(cfg, 0), scheme=spec)).scheme
 
 
-def _protocol_label(t: TrainConfig) -> str:
+def _protocol_label(t: TrainConfig, target: str = "cancer") -> str:
     """Short description of the protocol items that decide the result (also in results.parquet)."""
     length = f"{t.iterations} iterations" if t.iterations is not None else f"{t.epochs:g} epochs"
     rot = "" if t.augment.rotate90 else "no rotation, "
-    return (f"selection {t.selection}, val loss {t.val_loss}, augment {t.augment.protocol} "
+    loss = t.val_loss if target == "cancer" or t.val_loss != "cancer" else f"{target} only"
+    return (f"selection {t.selection}, val loss {loss}, augment {t.augment.protocol} "
             f"({rot}elastic p {t.augment.elastic_p:g} sigma {t.augment.elastic_sigma:g}, crop {t.augment.crop}), "
             f"{length}, batch {t.batch_size}, lr {t.lr:g}, val every {t.val_every}")
 

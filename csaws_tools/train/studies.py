@@ -213,8 +213,9 @@ def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], N
     cells = study_cells(sc)
     data = inputs_of(sc.experiment)
     shown = sc.merge_target if sc.study == "merge" else data.target
-    log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({shown}), "
-        f"{study_iterations(sc, cells)} training iterations in all")
+    done = sum((out / "runs" / c.setting / f"n{c.n}" / f"rep{c.rep}" / "metrics.json").is_file() for c in cells)
+    log(f"{sc.study}: {len(cells)} runs on {data.dataset} ({shown}), {study_iterations(sc, cells)} training "
+        f"iterations in all" + (f"; {done} runs finished before (skipped when their settings match)" if done else ""))
     results = run_cells(sc.experiment, cells, out, log=log, overwrite=overwrite)
     results.insert(0, "study", sc.study)
     tables.mkdir(parents=True, exist_ok=True)
