@@ -6,6 +6,10 @@ Layout (written by :func:`csaws_tools.patches.write_patches`): datasets
 maps in the standard numbering. A label scheme's lookup table remaps masks
 on the fly, so the "with" and "without" settings read the very same crops.
 
+Images files of ``csaws-train prepare --dataset`` (``format = "csaws-images/1"``,
+:class:`~csaws_tools.train.datasets.store.ImageSetReader`) are read the same
+way; their colour images come out channels first, (B, C, S, S).
+
 The batch order is a pure function of (seed, iteration): an interrupted run
 that resumes at iteration k sees exactly the batches it would have seen.
 """

@@ -10,6 +10,13 @@ the cross-entropy of the cancer pixels only, SUL ``Trainer.evaluate``), the
 checkpoint rule of :mod:`csaws_tools.train.selection` is applied, and
 ``last.pt`` is saved atomically; an interrupted run restarts from it.
 
+An images file of ``csaws-train prepare --dataset`` (Cityscapes, VOC, folders;
+paper section 5.2) trains the same way, with what :func:`run_data` reads from
+it: the scheme built on the dataset's class table and target, its channels
+(3: colour), void (255) ignored by the loss and the validation, and the
+section 5.2 augmentation (:func:`effective_config`: no rotation, no elastic
+deformation, ImageNet normalisation).
+
 Checkpoints hold only tensors, numbers, strings, lists and dicts and are
 read with ``torch.load(weights_only=True)``: nothing is unpickled.
 
