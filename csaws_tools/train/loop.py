@@ -379,23 +379,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", required
     return ckpt
 
 
-def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int | None = None,
-              log: Callable[[str], None] | None = None, overwrite: bool = False,
-              progress_name: str | None = None) -> dict:
-    """Train (or resume, or skip) one run; return its metrics dict.
+@dataclass
+class RunPlan:
+    """What a run will do, worked out before anything is trained (:func:`plan_run`)."""
 
-    ``stop_after``: stop once this many iterations are done in total (leaves a
-    resumable ``last.pt``; used to test resumption). Raises :class:`InputError`
-    when ``run_dir`` holds a run made with other settings (unless ``overwrite``).
+    cfg: TrainConfig
+    data: RunData
+    rows: np.ndarray
+    n_images: int
+    total: int
+    weights: str | None
+    init: dict
+    settings: dict
+    settings_hash: str
+
+
+def plan_run(cfg: TrainConfig, log: Callable[[str], None]) -> RunPlan:
+    """Check the inputs and settings of ``cfg``, resolve the initial weights, hash the settings.
+
+    Raises :class:`InputError` / :class:`SettingsError` naming the file or option
+    (a per-repetition pattern, crops of validation patients, a crop too large).
     """
-    log = log or (lambda msg: None)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if "{rep}" in cfg.train_file:
         raise InputError(f"{cfg.train_file}: a per-repetition pattern; give one repetition's training file")
     data = run_data(cfg)
     cfg = effective_config(cfg, data)
-    scheme = data.scheme
     train_index = read_index(cfg.train_file)
     rows = select_rows(train_index, cfg.image_ids, cfg.train_file)
     if data.images:
@@ -421,12 +429,21 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
                                     f"{IMAGENET_FILE}")
             log(f"warning: {weights}: {init['weights_note']}")
     settings = dict(cfg.settings(), data=hashes, total_iterations=total)
-    shash = settings_hash(settings)
+    return RunPlan(cfg=cfg, data=data, rows=rows, n_images=int(train_index.loc[rows, "image_id"].nunique()),
+                   total=total, weights=weights, init=init, settings=settings,
+                   settings_hash=settings_hash(settings))
 
+
+def finished_or_cleared(plan: RunPlan, run_dir: Path, overwrite: bool) -> dict | None:
+    """The metrics of a finished run with the same settings (``status`` "skipped"), else ``None``.
+
+    A finished run with other settings is an :class:`InputError` unless
+    ``overwrite``, which removes the run's files first.
+    """
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and not overwrite:
         done = json.loads(metrics_path.read_text())
-        if done.get("settings_hash") == shash:
+        if done.get("settings_hash") == plan.settings_hash:
             done["status"] = "skipped"
             return done
         raise InputError(f"{run_dir}: holds a finished run made with other settings; use --overwrite or "
@@ -434,109 +451,184 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     if overwrite:
         for name in ("metrics.json", "last.pt", "best.pt", "history.csv"):
             (run_dir / name).unlink(missing_ok=True)
+    return None
 
+
+class RunState:
+    """Model, optimiser, schedule and validation history of one run, and their checkpoints.
+
+    ``last.pt`` is the resume point; ``best.pt`` holds the selected weights with
+    what :func:`load_selected` needs to rebuild the model.
+    """
+
+    def __init__(self, plan: RunPlan, run_dir: Path, device: torch.device, log: Callable[[str], None]) -> None:
+        cfg = plan.cfg
+        self.plan, self.run_dir, self.device = plan, run_dir, device
+        _seed_all(cfg.seed)
+        model = build_model(plan.data.scheme.num_classes, output_stride=cfg.output_stride,
+                            aux_loss=cfg.aux_loss, in_channels=plan.data.channels)
+        self.load_report = None
+        if plan.weights:
+            from .model import load_pretrained
+            self.load_report = load_pretrained(model, plan.weights, require_backbone=True).summary()
+            log(self.load_report)
+        self.channels_last = cfg.channels_last and device.type == "cuda"
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg.schedule, plan.total, cfg.warmup))
+        self.start, self.history, self.best_index = 0, [], None
+        self.history: list[dict]
+        self.best_index: int | None
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def resume(self, log: Callable[[str], None]) -> None:
+        """Continue from ``last.pt`` when there is one (same settings only)."""
+        if not self.last_path.is_file():
+            return
+        ckpt = load_checkpoint(self.last_path, self.device, ("model", "optimizer", "scheduler", "iteration",
+                                                             "history", "settings_hash", "torch_rng"))
+        if ckpt.get("settings_hash") != self.plan.settings_hash:
+            raise InputError(f"{self.last_path}: checkpoint of a run with other settings; use --overwrite or "
+                             f"another output folder")
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.start, self.history = int(ckpt["iteration"]), list(ckpt["history"])
+        self.best_index = ckpt.get("best_index")
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        log(f"resuming {self.run_dir} at iteration {self.start}")
+
+    def step(self, it: int, img: torch.Tensor, msk: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a batch: augment on the device, forward, cross-entropy, Adam."""
+        cfg, device, ignore = self.plan.cfg, self.device, self.plan.data.ce_ignore
+        x = img.to(device, non_blocking=True)
+        y = msk.to(device, non_blocking=True)
+        x, y = augment_batch(x, y, cfg.augment, generator=_generator(device, cfg.seed, it))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.amp):
+            out = self.model(x)
+            loss = F.cross_entropy(out["out"].float(), y, ignore_index=ignore)
+            if "aux" in out:
+                loss = loss + 0.5 * F.cross_entropy(out["aux"].float(), y, ignore_index=ignore)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss
+
+    def validate(self, done_its: int, loss: torch.Tensor, seconds: float) -> tuple[dict, bool]:
+        """Validate, apply the selection rule, save ``best.pt`` when chosen and ``last.pt`` always."""
+        cfg, data = self.plan.cfg, self.plan.data
+        rec = {"iteration": done_its, "train_loss": float(loss.detach()),
+               "lr": self.opt.param_groups[0]["lr"], "seconds": seconds}
+        rec.update(validate(self.model, cfg.val_file, data.scheme.lut, self.device,
+                            batch_size=cfg.eval_batch_size, max_crops=cfg.val_max_crops, amp=cfg.amp,
+                            channels_last=self.channels_last, augment=cfg.augment, loss=cfg.val_loss,
+                            ignore_index=data.ignore_index))
+        self.history.append(rec)
+        chosen = select_checkpoint(self.history, cfg.selection_window, cfg.selection_tolerance, cfg.selection)
+        saved = chosen == len(self.history) - 1
+        if saved:
+            self.best_index = chosen
+            self.save_best(done_its)
+        self.save_last(done_its)
+        _write_history(self.run_dir, self.history, cfg)
+        return rec, saved
+
+    def save_last(self, iteration: int) -> None:
+        """The resume point: model, optimiser, scheduler, history and RNG state after ``iteration``."""
+        _save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+               "scheduler": self.sched.state_dict(), "iteration": iteration, "history": self.history,
+               "best_index": self.best_index, "settings_hash": self.plan.settings_hash,
+               "torch_rng": torch.get_rng_state()}, self.last_path)
+
+    def save_best(self, iteration: int) -> None:
+        """The selected weights and what rebuilding the model needs."""
+        cfg, data = self.plan.cfg, self.plan.data
+        extra = {"in_channels": data.channels} if data.channels != 1 else {}
+        _save({"model": self.model.state_dict(), "iteration": iteration, "settings_hash": self.plan.settings_hash,
+               "num_classes": data.scheme.num_classes, "output_stride": cfg.output_stride,
+               "aux_loss": cfg.aux_loss, "scheme": data.scheme.spec, **extra}, self.run_dir / "best.pt")
+
+
+def _write_config(plan: RunPlan, state: RunState) -> None:
+    """``config.json``: settings, seeds, versions, device, initialisation and inputs of the run."""
+    cfg, data, device = plan.cfg, plan.data, state.device
+    info = {
+        "settings_hash": plan.settings_hash, "settings": plan.settings, "config": cfg.to_dict(),
+        "seeds": {"run": cfg.seed, "batch_order": "numpy default_rng([seed, epoch])",
+                  "augmentation": "torch Generator seeded with seed*1000003 + iteration"},
+        "tool_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "scheme": data.scheme.to_dict(), "n_crops": int(plan.rows.size), "n_images": plan.n_images,
+        "iterations": plan.total, "pretrained_report": state.load_report, **plan.init,
+        "length": ("iterations" if cfg.iterations is not None else f"{cfg.epochs:g} epochs"),
+    }
+    if data.images:
+        info["inputs"] = {"dataset": data.dataset, "target": data.target, "channels": data.channels,
+                          "image_size": data.size, "ignore_index": data.ignore_index, "labels": cfg.labels}
+    write_text_atomic(state.run_dir / "config.json", json.dumps(info, indent=1, default=str) + "\n")
+
+
+def _setup_device(cfg: TrainConfig) -> torch.device:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if device.type == "cpu":
         # denormal floats (tiny gradients, Adam moments) slow CPU steps several-fold
         torch.set_flush_denormal(True)
-    _seed_all(cfg.seed)
-    model = build_model(scheme.num_classes, output_stride=cfg.output_stride, aux_loss=cfg.aux_loss,
-                        in_channels=data.channels)
-    load_report = None
-    if weights:
-        from .model import load_pretrained
-        load_report = load_pretrained(model, weights, require_backbone=True).summary()
-        log(load_report)
-    use_cl = cfg.channels_last and device.type == "cuda"
-    model = model.to(device)
-    if use_cl:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, total, cfg.warmup))
+    return device
 
-    start, history, best_index = 0, [], None
-    last_path = run_dir / "last.pt"
-    if last_path.is_file():
-        ckpt = load_checkpoint(last_path, device, ("model", "optimizer", "scheduler", "iteration", "history",
-                                                   "settings_hash", "torch_rng"))
-        if ckpt.get("settings_hash") != shash:
-            raise InputError(f"{last_path}: checkpoint of a run with other settings; use --overwrite or "
-                             f"another output folder")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start, history, best_index = int(ckpt["iteration"]), list(ckpt["history"]), ckpt.get("best_index")
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        log(f"resuming {run_dir} at iteration {start}")
 
-    info = {
-        "settings_hash": shash, "settings": settings, "config": cfg.to_dict(),
-        "seeds": {"run": cfg.seed, "batch_order": "numpy default_rng([seed, epoch])",
-                  "augmentation": "torch Generator seeded with seed*1000003 + iteration"},
-        "tool_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
-        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "scheme": scheme.to_dict(), "n_crops": int(rows.size), "n_images": int(train_index.loc[rows, "image_id"].nunique()),
-        "iterations": total, "pretrained_report": load_report, **init,
-        "length": ("iterations" if cfg.iterations is not None else f"{cfg.epochs:g} epochs"),
-    }
-    if data.images:
-        info["inputs"] = {"dataset": data.dataset, "target": data.target, "channels": data.channels,
-                          "image_size": data.size, "ignore_index": data.ignore_index, "labels": cfg.labels}
-    extra = {"in_channels": data.channels} if data.channels != 1 else {}
-    write_text_atomic(run_dir / "config.json", json.dumps(info, indent=1, default=str) + "\n")
+def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int | None = None,
+              log: Callable[[str], None] | None = None, overwrite: bool = False,
+              progress_name: str | None = None) -> dict:
+    """Train (or resume, or skip) one run; return its metrics dict.
 
-    def save_last(iteration: int) -> None:
-        """The resume point: model, optimiser, scheduler, history and RNG state after ``iteration``."""
-        _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-               "iteration": iteration, "history": history, "best_index": best_index,
-               "settings_hash": shash, "torch_rng": torch.get_rng_state()}, last_path)
-
-    source = CropSource(cfg.train_file, rows, scheme.lut, seed=cfg.seed, batch_size=cfg.batch_size,
-                        cache_mb=cfg.cache_mb, reader_options=data.reader_options)
+    Setup (:func:`plan_run`, :func:`finished_or_cleared`), resume
+    (:meth:`RunState.resume`), steps (:meth:`RunState.step`) and checkpoints
+    (:meth:`RunState.validate`). ``stop_after``: stop once this many iterations
+    are done in total (leaves a resumable ``last.pt``; used to test resumption).
+    Raises :class:`InputError` when ``run_dir`` holds a run made with other
+    settings (unless ``overwrite``).
+    """
+    log = log or (lambda msg: None)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_run(cfg, log)
+    cfg = plan.cfg
+    done = finished_or_cleared(plan, run_dir, overwrite)
+    if done is not None:
+        return done
+    state = RunState(plan, run_dir, _setup_device(cfg), log)
+    state.resume(log)
+    _write_config(plan, state)
+    total, start = plan.total, state.start
+    source = CropSource(cfg.train_file, plan.rows, plan.data.scheme.lut, seed=cfg.seed, batch_size=cfg.batch_size,
+                        cache_mb=cfg.cache_mb, reader_options=plan.data.reader_options)
     end = total if stop_after is None else min(total, int(stop_after))
     val_every = max(1, int(cfg.val_every))
-    model.train()
+    state.model.train()
     t0, seen = time.perf_counter(), 0
     bar = Progress(progress_name or run_dir.name, start, end, enabled=cfg.progress)
-    pre = Prefetcher(source, start, end, depth=cfg.prefetch, pin=device.type == "cuda")
+    pre = Prefetcher(source, start, end, depth=cfg.prefetch, pin=state.device.type == "cuda")
     try:
         for it, img, msk in pre:
-            x = img.to(device, non_blocking=True)
-            y = msk.to(device, non_blocking=True)
-            x, y = augment_batch(x, y, cfg.augment, generator=_generator(device, cfg.seed, it))
-            if use_cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.amp):
-                out = model(x)
-                loss = F.cross_entropy(out["out"].float(), y, ignore_index=data.ce_ignore)
-                if "aux" in out:
-                    loss = loss + 0.5 * F.cross_entropy(out["aux"].float(), y, ignore_index=data.ce_ignore)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            loss = state.step(it, img, msk)
             seen += 1
             done_its = it + 1
             bar.update(done_its)
             if done_its % val_every == 0 or done_its == total:
-                rec = {"iteration": done_its, "train_loss": float(loss.detach()),
-                       "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-                rec.update(validate(model, cfg.val_file, scheme.lut, device, batch_size=cfg.eval_batch_size,
-                                    max_crops=cfg.val_max_crops, amp=cfg.amp, channels_last=use_cl,
-                                    augment=cfg.augment, loss=cfg.val_loss, ignore_index=data.ignore_index))
-                history.append(rec)
-                chosen = select_checkpoint(history, cfg.selection_window, cfg.selection_tolerance, cfg.selection)
-                if chosen == len(history) - 1:
-                    best_index = chosen
-                    _save({"model": model.state_dict(), "iteration": done_its, "settings_hash": shash,
-                           "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
-                           "aux_loss": cfg.aux_loss, "scheme": scheme.spec, **extra}, run_dir / "best.pt")
-                save_last(done_its)
-                _write_history(run_dir, history, cfg)
+                rec, saved = state.validate(done_its, loss, time.perf_counter() - t0)
                 bar.note(f"loss {rec['train_loss']:.4f} val_loss ({cfg.val_loss}) {rec['val_loss']:.4f} "
-                         f"val_iou {rec['val_iou']:.4f}" + (" (saved)" if chosen == len(history) - 1 else ""))
+                         f"val_iou {rec['val_iou']:.4f}" + (" (saved)" if saved else ""))
     finally:
         bar.close()
         pre.close()
@@ -544,27 +636,30 @@ def train_run(cfg: TrainConfig, run_dir: str | os.PathLike, *, stop_after: int |
     elapsed = time.perf_counter() - t0
     if end < total:
         if end > start and end % val_every:  # stopped between validations: keep the progress
-            save_last(end)
-        return {"status": "interrupted", "iteration": end, "settings_hash": shash}
-    fallback = None
-    if best_index is None and history:
+            state.save_last(end)
+        return {"status": "interrupted", "iteration": end, "settings_hash": plan.settings_hash}
+    return _finish(plan, state, elapsed, seen)
+
+
+def _finish(plan: RunPlan, state: RunState, elapsed: float, seen: int) -> dict:
+    """Write ``metrics.json`` (selected iteration and its scores); keep the last weights when none was selected."""
+    history, fallback = state.history, None
+    if state.best_index is None and history:
         # the rule never saved (no IoU above 0): keep the last validation's weights, and say so
-        best_index, fallback = len(history) - 1, "last validation (the selection rule saved none)"
-        _save({"model": model.state_dict(), "iteration": history[-1]["iteration"], "settings_hash": shash,
-               "num_classes": scheme.num_classes, "output_stride": cfg.output_stride,
-               "aux_loss": cfg.aux_loss, "scheme": scheme.spec, **extra}, run_dir / "best.pt")
-    best = history[best_index] if best_index is not None else None
+        state.best_index, fallback = len(history) - 1, "last validation (the selection rule saved none)"
+        state.save_best(history[-1]["iteration"])
+    best = history[state.best_index] if state.best_index is not None else None
     metrics = {
-        "status": "done", "settings_hash": shash, "iterations": total,
+        "status": "done", "settings_hash": plan.settings_hash, "iterations": plan.total,
         "selected_iteration": best["iteration"] if best else None,
         "selected_val_iou": best["val_iou"] if best else None,
         "selected_val_loss": best["val_loss"] if best else None,
         "final_val_iou": history[-1]["val_iou"] if history else None,
-        "selection": cfg.selection, "selection_fallback": fallback, **init,
+        "selection": plan.cfg.selection, "selection_fallback": fallback, **plan.init,
         "train_seconds_this_session": elapsed, "steps_per_second_this_session": seen / elapsed if elapsed else None,
         "history": history,
     }
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=1, default=float) + "\n")
+    write_text_atomic(state.run_dir / "metrics.json", json.dumps(metrics, indent=1, default=float) + "\n")
     return metrics
 
 
