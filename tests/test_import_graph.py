@@ -79,7 +79,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
-    assert "csaws_tools.batch" in graph and "csaws_tools.tasks" in graph["csaws_tools.scaleout"]
+    assert "csaws_tools.batch" in graph and "csaws_tools.execution.tasks" in graph["csaws_tools.execution.scaleout"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
