@@ -170,14 +170,7 @@ def run_demo(
     t = step("6/6 train: a small with/without complementary-label comparison on the CPU")
     import torch
 
-    from .train import (
-        ExperimentConfig,
-        TrainConfig,
-        prepare_inputs,
-        run_grid,
-        summarise,
-        summary_markdown,
-    )
+    from .train import ExperimentConfig, TrainConfig, prepare_inputs, run_grid, summarise, summary_markdown
     from .train.augment import AugmentConfig
     from .train.experiment import grid_from_splits
 
