@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from .files import (
+    MAP_SUFFIXES,
+)
+from .masks.counting import (
+    count_ids,
+)
 from .masks.labelset import (
     find_labels_json,
     names_from_labels_json,
 )
 from .review.stats import (
-    MAP_SUFFIXES,
     class_table,
-    count_ids,
     count_map,
     format_table,
     split_of,
@@ -18,12 +22,12 @@ from .review.stats import (
 
 __all__ = [
     "MAP_SUFFIXES",
+    "find_labels_json",
+    "names_from_labels_json",
     "count_ids",
     "count_map",
     "split_of",
     "class_table",
     "format_table",
     "write_table",
-    "find_labels_json",
-    "names_from_labels_json",
 ]

@@ -49,6 +49,7 @@ from ..execution.runner import (
     task_hash,
 )
 from ..execution.tasks import Task
+from ..files import IMAGE_SUFFIXES
 from ..guards import (
     clashes_with_input,
     input_paths_set,
@@ -68,7 +69,6 @@ from .labels import (
 from .labelset import LabelSet
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 TEST_ANNOTATORS = ("1", "2", "3")
 #: annotator 3 of the test set gives cancer only (protocol section 1)
 CANCER_ONLY_ANNOTATORS = ("3",)
@@ -452,7 +452,7 @@ def consensus(cancer_masks: list[np.ndarray | str], shape: tuple[int, int] | Non
 
 
 def _counts(labels: np.ndarray, names: list[str]) -> dict[str, int]:
-    from ..review.stats import count_ids
+    from .counting import count_ids
 
     counts = count_ids(labels, len(names))
     return {f"px_{n}": int(c) for n, c in zip(names, counts[: len(names)])}

@@ -13,6 +13,7 @@ from ..masks.classes import (
     ALL_CLASSES,
     class_names,
 )
+from ..masks.counting import count_ids
 
 DEFAULT_SIZE = defaults.PATCH_SIZE
 DEFAULT_PER_CLASS = defaults.PER_CLASS
@@ -24,18 +25,11 @@ STANDARD_NAMES: list[str] = class_names("standard")
 
 
 def class_counts(mask: np.ndarray) -> np.ndarray:
-    """Pixels per standard class id (length 12) in one ``np.bincount``.
+    """Pixels per standard class id (length 12), :func:`~csaws_tools.masks.counting.count_ids`.
 
     A label map holding ids above 11 is not in the standard numbering: error.
     """
-    # In blocks of rows: bincount casts to intp, a full-map cast would be 8 copies of the map.
-    rows = max(1, (1 << 20) // max(mask.shape[1], 1))
-    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for start in range(0, mask.shape[0], rows):
-        part = np.bincount(mask[start : start + rows].ravel(), minlength=NUM_CLASSES)
-        if part.size > counts.size:
-            counts = np.concatenate([counts, np.zeros(part.size - counts.size, dtype=np.int64)])
-        counts[: part.size] += part
+    counts = count_ids(mask, NUM_CLASSES)
     if counts.size > NUM_CLASSES:
         bad = int(np.flatnonzero(counts[NUM_CLASSES:])[0]) + NUM_CLASSES
         raise InputError(f"label map holds id {bad}; expected standard ids 0-11 (merge-masks output)")

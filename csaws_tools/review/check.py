@@ -39,6 +39,7 @@ from pathlib import Path
 
 from ..errors import CsawsError, InputError, one_line
 from ..execution.manifests import escape_text
+from ..files import IMAGE_SUFFIXES
 from ..limits import check_pixels
 from ..masks.classes import MAIN_CLASS, MASK_CLASSES, split_mask_stem
 from ..png import png_size
@@ -58,7 +59,6 @@ KINDS: dict[str, str] = {
     "missing_annotators": "test annotators missing",
     "patient_overlap": "patients in train/val and test",
 }
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 TEST_FOLDERS = frozenset({"test_data", "test"})
 TEST_ANNOTATORS = ("1", "2", "3")

@@ -28,6 +28,7 @@ from ..execution.runner import (
     task_hash,
 )
 from ..execution.tasks import Task
+from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES, files_under
 from ..guards import (
     clashes_with_input,
     input_paths_set,
@@ -38,7 +39,6 @@ from ..masks.labelset import LabelSet
 from ..masks.labelset import palette as class_palette
 from ..png import SETTINGS_KEY, made_with, write_png
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 #: Background of the panel beside each overlay that holds its title and legend.
 PANEL_COLOUR = (24, 24, 24)
 
@@ -357,15 +357,12 @@ def preview(
     remove_stale_temporaries(out)
     by_stem: dict[str, str] = {}
     twice: dict[str, list[str]] = {}
-    for p in sorted(images.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") \
-                and not _inside(p, out):
-            if p.stem in by_stem:
-                twice.setdefault(p.stem, [by_stem[p.stem]]).append(str(p))
-            else:
-                by_stem[p.stem] = str(p)
-    maps = sorted(p for p in masks.rglob("*") if p.is_file() and p.suffix.lower() in (".png", ".tif", ".tiff")
-                  and not p.name.startswith(".") and not _inside(p, out))
+    for p in files_under(images, IMAGE_SUFFIXES, skip=lambda p: _inside(p, out)):
+        if p.stem in by_stem:
+            twice.setdefault(p.stem, [by_stem[p.stem]]).append(str(p))
+        else:
+            by_stem[p.stem] = str(p)
+    maps = files_under(masks, MAP_SUFFIXES, skip=lambda p: _inside(p, out))
     if not maps:
         raise CsawsError(f"{masks}: no label maps (*.png, *.tif) found")
     why = _looks_like_images(maps[0], len(names))

@@ -24,27 +24,11 @@ if TYPE_CHECKING:
 
 from ..errors import CsawsError, InputError, one_line
 from ..execution.runner import map_ordered
+from ..files import MAP_SUFFIXES, files_under
 from ..masks.classes import PAPER_CLASS_TABLE, class_names
+from ..masks.counting import count_ids
 from ..masks.labelset import find_labels_json, names_from_labels_json
 from ..text import counted
-
-MAP_SUFFIXES = (".png", ".tif", ".tiff")
-
-
-def count_ids(labels: np.ndarray, n_classes: int, block_pixels: int = 1 << 20) -> np.ndarray:
-    """Pixel count per id (``np.bincount``), in blocks so memory stays well under one image copy.
-
-    The result has at least ``n_classes`` entries; more when the map holds
-    larger values.
-    """
-    flat = np.asarray(labels).reshape(-1)
-    counts = np.zeros(n_classes, dtype=np.int64)
-    for start in range(0, flat.size, block_pixels):
-        c = np.bincount(flat[start : start + block_pixels], minlength=n_classes)
-        if len(c) > len(counts):
-            counts = np.pad(counts, (0, len(c) - len(counts)))
-        counts[: len(c)] += c
-    return counts
 
 
 def count_map(path: str | os.PathLike, n_classes: int) -> np.ndarray:
@@ -80,8 +64,7 @@ def _count_star(args: tuple[str, int]) -> np.ndarray:
 def _collect(paths_or_dir) -> tuple[list[Path], Path | None]:
     if isinstance(paths_or_dir, (str, os.PathLike)) and Path(paths_or_dir).is_dir():
         base = Path(paths_or_dir)
-        paths = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in MAP_SUFFIXES
-                       and not p.name.startswith("."))
+        paths = files_under(base, MAP_SUFFIXES)
         return paths, base
     if isinstance(paths_or_dir, (str, os.PathLike)):
         raise CsawsError(f"{paths_or_dir}: not a folder")
