@@ -376,3 +376,23 @@ def select_images(splits: dict | str | os.PathLike, split: str, repetition: int 
     if not ids:
         raise InputError(f"split {split!r} holds no images")
     return ids
+
+
+__all__ = [
+    "check_output",
+    "DEFAULT_REPETITIONS",
+    "DEFAULT_SIZES",
+    "find_images",
+    "find_release_splits",
+    "FORMAT",
+    "load_splits",
+    "make_splits",
+    "patient_of",
+    "PROTOCOL_VAL_PATIENTS",
+    "read_release_subsets",
+    "RELEASE_SPLITS_NAME",
+    "save_splits",
+    "select_images",
+    "TEST_FOLDERS",
+    "VAL_FRACTION",
+]

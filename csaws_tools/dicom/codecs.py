@@ -135,3 +135,7 @@ def _check_fragments(fh, info: dict, frames: int) -> int | None:
     bot = struct.unpack("<L", fh.read(4))[0]
     fh.seek(saved)
     return info["offset"] + 8 + bot + 8
+
+
+__all__ = [
+]

@@ -246,3 +246,14 @@ def _template_value(ds, keyword: str) -> Any:
     if elem.VM > 1:
         return "-".join(str(v) for v in value)
     return str(value)
+
+
+__all__ = [
+    "default_output_name",
+    "DICOM_SUFFIXES",
+    "find_inputs",
+    "Found",
+    "frame_suffix",
+    "is_dicom",
+    "NameTemplate",
+]

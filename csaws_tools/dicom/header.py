@@ -280,3 +280,16 @@ class ImageInfo:
     samples: int
     photometric: str
     colour: bool
+
+
+__all__ = [
+    "captured",
+    "HEADER_COLUMNS",
+    "header_fields",
+    "ImageInfo",
+    "is_dicomdir",
+    "little_endian",
+    "NotAnImage",
+    "read_header",
+    "transfer_syntax",
+]

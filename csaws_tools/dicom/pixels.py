@@ -347,3 +347,8 @@ def _decode_gdcm(path, ds, index: int | None, image: ImageInfo) -> np.ndarray:
     if arr.dtype.kind == "u" and 0 < bits < 8 * arr.dtype.itemsize:
         arr = arr & np.array((1 << bits) - 1, dtype=arr.dtype)
     return arr.copy()
+
+
+__all__ = [
+    "load_image",
+]

@@ -171,3 +171,16 @@ def to_array(
     info["frame"] = frame if int(ds.get("NumberOfFrames") or 1) > 1 else None
     info["warnings"] = "; ".join(notes) or None
     return out, info
+
+
+__all__ = [
+    "COLOUR_MODES",
+    "FRAME_ALL",
+    "MANIFEST_NAME",
+    "Options",
+    "PIPELINE_VERSION",
+    "render_colour",
+    "render_dataset",
+    "to_array",
+    "VOI_KEY",
+]

@@ -497,3 +497,30 @@ def read_manifest(path: str | os.PathLike, *, raw: bool = False):
     except ValueError:
         raise InputError(f"{path}: the manifest's csaws_tools metadata is not valid JSON") from None
     return frame
+
+
+__all__ = [
+    "column_order",
+    "default_merged_path",
+    "escape_frame",
+    "escape_metadata",
+    "escape_rows",
+    "escape_text",
+    "ESCAPED_COLUMN",
+    "find_shard_manifests",
+    "LEADING_COLUMNS",
+    "merge_manifests",
+    "MissingShardWarning",
+    "needs_escape",
+    "order_columns",
+    "read_manifest",
+    "shard_manifest_path",
+    "SHARD_NAME",
+    "ShardFile",
+    "STATUSES",
+    "summarize_manifest",
+    "TRAILING_COLUMNS",
+    "unescape_frame",
+    "unescape_text",
+    "write_manifest",
+]

@@ -256,3 +256,17 @@ def _check_workers(client, worker: Worker, scheduler: str) -> None:
             f"--scheduler {scheduler}: Dask workers run csaws-tools {', '.join(other)}, this machine "
             f"{__version__}; install the same version everywhere so outputs match"
         )
+
+
+__all__ = [
+    "connect",
+    "CONNECT_TIMEOUT",
+    "default_batch_size",
+    "DIED_MESSAGE",
+    "execute_on_dask",
+    "import_distributed",
+    "IN_FLIGHT_PER_THREAD",
+    "MAX_BATCH_SIZE",
+    "probe",
+    "TASKS_PER_WORKER",
+]

@@ -113,3 +113,15 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(WATCHDOG_SECONDS)
         if os.getppid() != parent_pid:
             os._exit(1)
+
+
+__all__ = [
+    "call_worker",
+    "default_workers",
+    "error_row",
+    "exit_with_parent",
+    "run_tasks",
+    "Task",
+    "WATCHDOG_SECONDS",
+    "Worker",
+]

@@ -137,3 +137,22 @@ def split_mask_stem(stem: str) -> tuple[str, str | None]:
         if norm.endswith("_" + ntoken) and len(norm) > len(ntoken) + 1:
             return stem[: -len(ntoken) - 1], token
     return stem, None
+
+
+__all__ = [
+    "ALL_CLASSES",
+    "BACKGROUND",
+    "background_id",
+    "class_ids",
+    "class_names",
+    "COLOURS",
+    "COMPLEMENTARY_CLASSES",
+    "MAIN_CLASS",
+    "MASK_CLASSES",
+    "normalise_class_name",
+    "Numbering",
+    "NUMBERINGS",
+    "PAPER_CLASS_TABLE",
+    "priority",
+    "split_mask_stem",
+]

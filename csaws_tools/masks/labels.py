@@ -290,3 +290,16 @@ def scheme_labels_table(scheme: LabelScheme, numbering: str = "standard") -> lis
             row["members"] = list(scheme.members[name])
         rows.append(row)
     return rows
+
+
+__all__ = [
+    "class_token",
+    "LabelScheme",
+    "parse_scheme",
+    "scheme_ids",
+    "SCHEME_KINDS",
+    "scheme_labels_table",
+    "scheme_names",
+    "scheme_palette",
+    "STANDARD_NAMES",
+]

@@ -245,3 +245,16 @@ def rasterise_geojson(path: str | os.PathLike, shape: tuple[int, int]) -> tuple[
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
     return masks, ann.warnings()
+
+
+__all__ = [
+    "COORDINATE_LIMIT",
+    "CROSSINGS_PER_BLOCK",
+    "fill_rings",
+    "GeoJSONAnnotations",
+    "MAX_CROSSINGS",
+    "MAX_VERTICES",
+    "rasterise_geojson",
+    "rasterise_geometries",
+    "read_geojson",
+]

@@ -97,3 +97,20 @@ def decode_attrs(raw: dict[str, Any]) -> dict[str, Any]:
         if attrs.get(key) == none:
             attrs[key] = None
     return attrs
+
+
+__all__ = [
+    "attr_value",
+    "chunk_shape",
+    "COMPRESSIONS",
+    "decode_attrs",
+    "DEFAULT_LEVELS",
+    "encode_attrs",
+    "filter_kwargs",
+    "FORMAT",
+    "INDEX_FIELDS",
+    "JSON_ATTRS",
+    "LAYOUTS",
+    "NONE_SENTINELS",
+    "read_file_attrs",
+]

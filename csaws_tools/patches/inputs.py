@@ -183,3 +183,12 @@ def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray
             f"{mask_path.name} is {mask.shape[0]}x{mask.shape[1]}"
         )
     return image, np.ascontiguousarray(mask)
+
+
+__all__ = [
+    "check_input_folders",
+    "check_standard_maps",
+    "pair_inputs",
+    "parse_classes",
+    "read_pair",
+]

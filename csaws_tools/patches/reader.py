@@ -318,3 +318,11 @@ class TorchPatchDataset(_TorchDataset):
         state["_reader"] = None  # h5py handles do not cross processes
         state["_pid"] = None
         return state
+
+
+__all__ = [
+    "CHUNK_CACHE_BYTES",
+    "PatchReader",
+    "stitch",
+    "TorchPatchDataset",
+]

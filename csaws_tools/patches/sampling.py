@@ -160,3 +160,19 @@ def tile_grid(mask: np.ndarray, image: np.ndarray | None = None, *, size: int = 
         "top": top_a,
         "left": left_a,
     }
+
+
+__all__ = [
+    "class_counts",
+    "crop_origin",
+    "cut",
+    "DEFAULT_PER_CLASS",
+    "DEFAULT_SIZE",
+    "draw_centres",
+    "image_rng",
+    "NUM_CLASSES",
+    "sample_crops",
+    "STANDARD_NAMES",
+    "TILE_DROPS",
+    "tile_grid",
+]

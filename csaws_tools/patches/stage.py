@@ -301,3 +301,10 @@ def _write_file(tmp: Path, out: Path, tasks: list[Task], config: PatchConfig, se
         writer.abort()
         raise
     return result, {"crops_per_class": per_class_crops, "pixel_share": share, "n_patches": writer.n}
+
+
+__all__ = [
+    "manifest_path_for",
+    "PatchesResult",
+    "write_patches",
+]

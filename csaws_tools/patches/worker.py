@@ -152,3 +152,11 @@ def patch_worker(task: Task, config: PatchConfig) -> tuple[dict, Payload]:
         failure = one_line(exc)
         return ({"image_id": image_id},
                 Payload(order=order, image_id=image_id, index={}, shape=(0, 0), failure=failure))
+
+
+__all__ = [
+    "patch_worker",
+    "PatchConfig",
+    "Payload",
+    "process_image",
+]

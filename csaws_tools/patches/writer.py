@@ -131,3 +131,9 @@ class PatchWriter:
             self.h5.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+__all__ = [
+    "PatchWriter",
+    "REORDER_BUFFER_BYTES",
+]

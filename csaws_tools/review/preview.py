@@ -417,3 +417,14 @@ def _inside(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+__all__ = [
+    "contact_sheet",
+    "overlay",
+    "PANEL_COLOUR",
+    "preview",
+    "preview_worker",
+    "PreviewResult",
+    "to_grey",
+]

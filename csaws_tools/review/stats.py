@@ -194,3 +194,12 @@ def write_table(table: pd.DataFrame, prefix: str | os.PathLike) -> tuple[Path, P
 
         raise OutputError(f"{prefix}: cannot write the table ({exc.strerror or exc})") from None
     return csv, parquet
+
+
+__all__ = [
+    "class_table",
+    "count_map",
+    "format_table",
+    "split_of",
+    "write_table",
+]

@@ -431,3 +431,19 @@ def _burn_text(rng: np.random.Generator, density: np.ndarray, mask: np.ndarray, 
     mask[y0 : y0 + h, x0 : x0 + w] = True
     region = density[y0 : y0 + h, x0 : x0 + w]
     region[ink] = TEXT_INK
+
+
+__all__ = [
+    "CALCIUM",
+    "FAT",
+    "make_phantom",
+    "METAL",
+    "MUSCLE",
+    "NIPPLE",
+    "Outline",
+    "Phantom",
+    "PhantomSpec",
+    "SKIN",
+    "smooth_noise",
+    "TEXT_INK",
+]

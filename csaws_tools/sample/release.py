@@ -610,3 +610,29 @@ def _write_sample(root: Path, seed: int, n_train_patients: int, n_test_patients:
         "train_ids": info.train_ids, "test_ids": info.test_ids,
     }, indent=1))
     return info
+
+
+__all__ = [
+    "ANNOTATORS",
+    "build_dicom",
+    "check_size",
+    "DEFAULT_SIZE",
+    "density_to_stored",
+    "FULL_SIZE",
+    "FULL_SIZE_SPACING_MM",
+    "MANIFEST",
+    "MANUFACTURER",
+    "MARKER",
+    "MG_FOR_PRESENTATION",
+    "plan_sample",
+    "random_splits",
+    "released_image",
+    "SampleImage",
+    "SampleInfo",
+    "SUGGESTED_VALIDATION",
+    "VOI_STYLES",
+    "VOIStyle",
+    "window_presets",
+    "write_image",
+    "write_sample",
+]
