@@ -12,7 +12,7 @@ __all__ = [
     "BITS", "BIT_DEPTHS", "COLOUR", "COLOUR_MODES", "COMPRESSION", "COMPRESSIONS", "FALLBACK", "FALLBACKS",
     "LABEL_SCHEME", "LAYOUT", "LAYOUTS", "NUMBERING", "NUMBERINGS", "PATCH_SIZE", "PER_CLASS",
     "PREVIEW_ALPHA", "PREVIEW_MAX_SIZE", "PREVIEW_THUMB_SIZE", "REPETITIONS", "SAMPLE_TEST_PATIENTS",
-    "SAMPLE_TRAIN_PATIENTS", "SEED", "SUBSET_SIZES", "TILE_DROP", "TILE_DROPS", "VOI", "VOI_MODES", "WORKERS",
+    "SAMPLE_TRAIN_PATIENTS", "SAMPLE_WORKERS", "SEED", "SUBSET_SIZES", "TILE_DROP", "TILE_DROPS", "VOI", "VOI_MODES", "WORKERS",
 ]
 
 # -- execution (every per-file stage, stats and sample)
@@ -59,3 +59,6 @@ PREVIEW_THUMB_SIZE = 256
 # -- sample
 SAMPLE_TRAIN_PATIENTS = 6
 SAMPLE_TEST_PATIENTS = 2
+#: The sample draws its few images in this process by default: a process pool
+#: here measurably slows the work this process does next (benchmarks, demo).
+SAMPLE_WORKERS = 1
