@@ -150,7 +150,7 @@ def measure(path: Path, tmp: Path, repeat: int) -> dict:
         pixel_array,
     )
 
-    from csaws_tools.dicom2png import _PREFERRED_PLUGINS
+    from csaws_tools.dicom.codecs import _PREFERRED_PLUGINS
 
     options = Options()
     t_dec, (img, ds) = best(lambda: load_image(path), repeat)

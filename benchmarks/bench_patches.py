@@ -105,7 +105,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from csaws_tools.patches import _filter_kwargs, class_counts, cut, sample_crops, write_patches
+    from csaws_tools.patches import class_counts, cut, sample_crops, write_patches
+    from csaws_tools.patches.h5format import filter_kwargs as _filter_kwargs
     from csaws_tools.png import read_png, write_png
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-patches-"))

@@ -30,7 +30,7 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.realpath(path)))
 
 
-def refuse_output_in_input(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike]],
+def refuse_output_in_input(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike | None]],
                            *, allow_inside: Iterable[str] = ()) -> None:
     """Raise :class:`SettingsError` when the output folder ``out`` is, or lies inside, an input folder.
 

@@ -100,7 +100,7 @@ def _chunks(
         f[:, 0] = 1  # filter type SUB
         f[:, 1 : bpp + 1] = part[:, :bpp]
         np.subtract(part[:, bpp:], part[:, :-bpp], out=f[:, bpp + 1 :])
-        data = comp.compress(f)
+        data = comp.compress(f)  # type: ignore[arg-type]  # an ndarray is a buffer
         if data:  # header, data and CRC as separate pieces: no copy of the compressed block
             yield struct.pack(">I", len(data)) + b"IDAT"
             yield data

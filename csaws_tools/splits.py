@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, defaults
 from .atomic import write_text_atomic
-from .classes import split_mask_stem
 from .errors import InputError, OutputError
+from .masks.classes import split_mask_stem
 from .text import counted
 
 FORMAT = "csaws-splits/1"
@@ -50,8 +50,8 @@ PROTOCOL_VAL_PATIENTS: tuple[str, ...] = (
     "068", "075", "083", "127", "131", "139", "156", "181", "245", "249",
 )
 #: Protocol section 5: training-set sizes (images).
-DEFAULT_SIZES: tuple[int, ...] = (25, 50, 100, 263)
-DEFAULT_REPETITIONS = 5
+DEFAULT_SIZES: tuple[int, ...] = defaults.SUBSET_SIZES
+DEFAULT_REPETITIONS = defaults.REPETITIONS
 #: Fraction of patients held out when the protocol's patients are absent (20 of 150).
 VAL_FRACTION = 20 / 150
 TEST_FOLDERS = frozenset({"test_data", "test"})
@@ -376,3 +376,23 @@ def select_images(splits: dict | str | os.PathLike, split: str, repetition: int 
     if not ids:
         raise InputError(f"split {split!r} holds no images")
     return ids
+
+
+__all__ = [
+    "check_output",
+    "DEFAULT_REPETITIONS",
+    "DEFAULT_SIZES",
+    "find_images",
+    "find_release_splits",
+    "FORMAT",
+    "load_splits",
+    "make_splits",
+    "patient_of",
+    "PROTOCOL_VAL_PATIENTS",
+    "read_release_subsets",
+    "RELEASE_SPLITS_NAME",
+    "save_splits",
+    "select_images",
+    "TEST_FOLDERS",
+    "VAL_FRACTION",
+]

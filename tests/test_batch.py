@@ -90,3 +90,42 @@ def test_shards_partition_the_inputs():
 def test_settings_hash_is_order_independent():
     assert settings_hash({"a": 1, "b": [1, 2]}) == settings_hash({"b": [1, 2], "a": 1})
     assert settings_hash({"a": 1}) != settings_hash({"a": 2})
+
+
+# ---------------------------------------------------------------- run options
+
+
+def test_run_options_take_the_old_keywords_over_the_object():
+    from csaws_tools.execution.options import RunOptions, run_options
+
+    base = RunOptions(workers=3, progress=False)
+    assert run_options(None, {}) == RunOptions()
+    assert run_options(base, {}) is base
+    assert run_options(base, {"overwrite": True, "shard": [2, 4]}) == RunOptions(
+        workers=3, progress=False, overwrite=True, shard=(2, 4))
+    with pytest.raises(TypeError, match="convert\\(\\) got an unexpected keyword argument 'wokers'"):
+        run_options(None, {"wokers": 2}, "convert")
+
+
+def test_a_stage_given_run_options_or_keywords_writes_the_same(tmp_path):
+    from csaws_tools.execution.options import RunOptions
+
+    tasks = [Task(key=str(i), source=str(i)) for i in range(4)]
+    by_object = run_batch(tasks, _echo_worker, manifest=None, run=RunOptions(workers=1, progress=False))
+    by_keywords = run_batch(tasks, _echo_worker, manifest=None, workers=1, progress=False)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in by_object.rows]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in by_keywords.rows]
+    assert by_object.count("ok") == 4
+
+
+def test_map_ordered_keeps_the_input_order_and_raises_the_first_error():
+    from csaws_tools.execution.runner import map_ordered
+
+    assert map_ordered(abs, [-3, 1, -2, 5, -8, 13], workers=2) == [3, 1, 2, 5, 8, 13]
+    assert map_ordered(abs, [-1], workers=4) == [1]
+    with pytest.raises(TypeError):
+        map_ordered(abs, [1, "x", 2], workers=2)
+
+
+def _echo_worker(task: Task) -> dict:
+    return {"source": task.source, "output": None, "status": "ok", "value": int(task.key) * 2}

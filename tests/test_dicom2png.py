@@ -21,6 +21,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from csaws_tools import dicom2png as d2p
+from csaws_tools.dicom import codecs as dicom_codecs
 from csaws_tools.batch import read_manifest
 from csaws_tools.errors import CsawsError, MissingCodecError, OutputError
 from csaws_tools.png import read_png, read_text
@@ -322,7 +323,7 @@ def test_missing_codec(shared_data, tmp_path, monkeypatch):
     from pydicom.uid import JPEG2000Lossless
 
     monkeypatch.setattr(get_decoder(JPEG2000Lossless), "_available", {})  # as if no plugin were installed
-    monkeypatch.setattr(d2p, "_gdcm_available", lambda: False)  # nor python-gdcm
+    monkeypatch.setattr(dicom_codecs, "_gdcm_available", lambda: False)  # nor python-gdcm
     src = shared_data / "dicom" / "real" / "RG3_J2KR.dcm"
     with pytest.raises(MissingCodecError, match=r"JPEG 2000 .*1\.2\.840\.10008\.1\.2\.4\.90.*pip install pylibjpeg pylibjpeg-openjpeg"):
         d2p.load_image(src)

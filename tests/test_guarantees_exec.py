@@ -20,7 +20,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from csaws_tools import atomic, batch
+from csaws_tools import atomic
+from csaws_tools.execution import runner as batch
 from csaws_tools.atomic import (
     FOREIGN_STALE_SECONDS,
     atomic_path,

@@ -281,7 +281,7 @@ def test_killed_patches_run_leaves_no_manifest_without_its_file(tmp_path, monkey
 
 
 def test_killed_seed_1_run_then_seed_0_rerun_leaves_manifest_and_file_agreeing(tmp_path, monkeypatch):
-    from csaws_tools import patches
+    from csaws_tools.patches import stage as patches
 
     images, maps = image_and_map_folders(tmp_path)
     out = tmp_path / "p.h5"

@@ -79,7 +79,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
-    assert "csaws_tools.batch" in graph and "csaws_tools.tasks" in graph["csaws_tools.scaleout"]
+    assert "csaws_tools.batch" in graph and "csaws_tools.execution.tasks" in graph["csaws_tools.execution.scaleout"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -98,3 +98,55 @@ def test_a_function_level_import_cycle_is_found(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.c", "pkg.b", "pkg.a"]
     (pkg / "b.py").write_text("import os\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def area(module: str) -> str:
+    """The part of the package a module belongs to: its subpackage (``csaws_tools.dicom``) or itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def cross_area_imports(package_dir: Path = PACKAGE) -> list[tuple[str, str, str]]:
+    """(importer, imported module, name) for every underscore name imported from another area."""
+    files = sorted(package_dir.rglob("*.py"))
+    found = []
+    for path in files:
+        name = module_name(path, package_dir)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") and area(base) != area(name):
+                    found.append((name, base, alias.name))
+    return found
+
+
+def test_no_stage_imports_another_stages_internals():
+    assert cross_area_imports() == []
+
+
+def test_the_execution_layer_imports_no_stage():
+    graph = import_graph()
+    stages = ("csaws_tools.dicom", "csaws_tools.masks", "csaws_tools.patches", "csaws_tools.review",
+              "csaws_tools.sample", "csaws_tools.train", "csaws_tools.cli")
+    for module, imported in graph.items():
+        if module.startswith("csaws_tools.execution"):
+            assert not [m for m in imported if m.startswith(stages)], module
+
+
+def test_an_underscore_import_across_areas_is_found(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "b").mkdir()
+    for f in ("__init__.py", "a/__init__.py", "b/__init__.py"):
+        (pkg / f).write_text("")
+    (pkg / "a" / "x.py").write_text("def _inner():\n    pass\n")
+    (pkg / "a" / "y.py").write_text("from .x import _inner\n")  # same area: allowed
+    (pkg / "b" / "z.py").write_text("from ..a.x import _inner\n")
+    assert cross_area_imports(pkg) == [("pkg.b.z", "pkg.a.x", "_inner")]

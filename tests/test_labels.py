@@ -141,3 +141,42 @@ def test_release_numbering_of_a_scheme():
     b = parse_scheme("binary")
     assert scheme_ids(b, "release").tolist() == [1, 0] + [1] * 10
     assert scheme_names(b, "release") == ["cancer", "background"]
+
+
+# ---------------------------------------------------------------- labels.json (LabelSet)
+
+
+def test_labelset_of_the_identity_scheme_is_the_class_table(tmp_path):
+    from csaws_tools.masks.classes import class_ids, class_names
+    from csaws_tools.masks.labelset import LabelSet
+
+    for numbering in ("standard", "release"):
+        labels = LabelSet.of("all", numbering)
+        assert list(labels.names) == class_names(numbering)
+        assert [r["id"] for r in labels.table()] == sorted(class_ids(numbering).values())
+        assert "scheme" not in json.loads(labels.to_json())  # the identity scheme is not recorded
+
+
+def test_labelset_round_trips_through_labels_json(tmp_path):
+    from csaws_tools.masks.labelset import LabelSet
+
+    written = LabelSet.of("merge:skin+nipple=outer", "release")
+    path = written.write(tmp_path)
+    assert path == tmp_path / "labels.json" and path.read_text().endswith("}\n")
+    back = LabelSet.read(path)
+    assert back.names == written.names and back.colours == written.colours
+    assert back.numbering == "release" and back.scheme == written.scheme and back.path == path
+    assert not back.is_standard and LabelSet.of().is_standard
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert LabelSet.find(tmp_path / "a" / "b", max_up=1) is None
+    assert LabelSet.near(tmp_path / "a" / "b", max_up=2).names == written.names
+
+
+def test_a_damaged_labels_json_is_one_error_naming_it(tmp_path):
+    from csaws_tools.errors import CsawsError
+    from csaws_tools.masks.labelset import LabelSet
+
+    path = tmp_path / "labels.json"
+    path.write_text('{"classes": [{"name": "a", "id": 0}, {"name": "b", "id": 2}]}')
+    with pytest.raises(CsawsError, match="labels.json: not a labels.json written by merge-masks .*0..N-1"):
+        LabelSet.read(path)

@@ -18,7 +18,7 @@ pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
 import scaleout_helpers as helpers  # noqa: E402  (tests/ is on sys.path; worker processes inherit it)
 
-from csaws_tools import scaleout  # noqa: E402
+from csaws_tools.execution import scaleout  # noqa: E402
 from csaws_tools.batch import Task, read_manifest, run_batch  # noqa: E402
 from csaws_tools.errors import CsawsError, DependencyError  # noqa: E402
 
@@ -268,7 +268,7 @@ def test_dicom2png_cluster_and_shards_equal_local(dicoms, tmp_path, address):
 
 
 def test_dicom2png_worker_killed_mid_batch(dicoms, tmp_path, address, monkeypatch):
-    from csaws_tools import dicom2png
+    from csaws_tools.dicom import convert as dicom2png
 
     local = tmp_path / "local"
     assert dicom2png.convert(dicoms, local, workers=1, progress=False).exit_code == 0

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
 
 import click
 
-from ..batch import BatchResult, parse_shard
 from ..errors import CsawsError
+from ..execution.runner import BatchResult, parse_shard
 
 
 def input_options(func: Callable) -> Callable:
@@ -48,17 +49,34 @@ def input_options(func: Callable) -> Callable:
     return wrapper
 
 
+#: The command parameters :func:`batch_options` folds into one :class:`RunOptions` (``run``).
+_RUN_PARAMS = ("workers", "overwrite", "fail_fast", "no_progress", "scheduler", "shard", "batch_size")
+
+
 def batch_options(func: Callable) -> Callable:
     """Add the options every per-file batch command shares.
 
-    ``--quiet`` (alias ``--no-progress``) reaches the command as ``no_progress``;
-    ``--max-pixels`` and ``--hash-inputs`` are handled by :func:`input_options`.
+    A command with a ``run`` parameter receives them as one
+    :class:`~csaws_tools.execution.options.RunOptions` (built here, once);
+    otherwise as the separate parameters ``workers, overwrite, fail_fast,
+    no_progress, scheduler, shard, batch_size``. ``--quiet`` (alias
+    ``--no-progress``) means ``progress=False``; ``--max-pixels`` and
+    ``--hash-inputs`` are handled by :func:`input_options`.
     """
+    wants_run = "run" in inspect.signature(func).parameters
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         quiet = kwargs.pop("quiet", False)
         kwargs["no_progress"] = bool(kwargs.get("no_progress")) or quiet
+        if wants_run:
+            from ..execution.options import RunOptions
+
+            given = {name: kwargs.pop(name) for name in _RUN_PARAMS}
+            kwargs["run"] = RunOptions(workers=given["workers"], overwrite=given["overwrite"],
+                                       fail_fast=given["fail_fast"], progress=not given["no_progress"],
+                                       scheduler=given["scheduler"], shard=given["shard"],
+                                       batch_size=given["batch_size"])
         return func(*args, **kwargs)
 
     options = [

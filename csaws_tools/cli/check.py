@@ -36,7 +36,7 @@ def check(root, as_json, max_lines):
       csaws-prepare check CsawS
       csaws-prepare check CsawS --json > check.json
     """
-    from ..check import check_dataset
+    from ..review.check import check_dataset
 
     report = check_dataset(root)
     if as_json:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from .. import defaults
+
+if TYPE_CHECKING:
+    from ..execution.options import RunOptions
 
 from ._common import batch_options, finish, handle_errors
 
@@ -22,7 +28,7 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Output folder (created if needed); the manifest is OUT/manifest.parquet.")
-@click.option("--voi", type=click.Choice(["auto", "window", "lut", "none"]), default="auto", show_default=True,
+@click.option("--voi", type=click.Choice(list(defaults.VOI_MODES)), default=defaults.VOI, show_default=True,
               help="VOI step (PS3.3 C.11.2): 'auto' uses the window (Window Center/Width) if the file has "
                    "one, else its VOI LUT Sequence, else the --fallback; 'window' or 'lut' use only that one; "
                    "'none' maps the whole Modality LUT output range onto the output.")
@@ -30,9 +36,9 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Which window preset or VOI LUT to use, 0-based. An index the file does not have is "
                    "an error for that file. [default: the first the file has (its row's voi_index is 0); "
                    "a file with none goes to --fallback, and the run's settings record voi_index null]")
-@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+@click.option("--bits", type=click.Choice([str(b) for b in defaults.BIT_DEPTHS]), default=str(defaults.BITS), show_default=True,
               help="PNG bit depth: the VOI output range is mapped onto 0..255 or 0..65535.")
-@click.option("--fallback", type=click.Choice(["error", "minmax", "percentile"]), default="error",
+@click.option("--fallback", type=click.Choice(list(defaults.FALLBACKS)), default=defaults.FALLBACK,
               show_default=True,
               help="For files without usable VOI data (none present, window width below 1): fail the file, "
                    "or window over the image's min..max or its 0.5th..99.5th percentiles. The manifest "
@@ -41,7 +47,7 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Multi-frame files (e.g. breast tomosynthesis): 'all' writes one PNG per frame, N "
                    "(0-based) only frame N; outputs are <stem>_f<k>.png, one manifest row per frame, with "
                    "each frame's own window. Single-frame files ignore it. Without it multi-frame files fail.")
-@click.option("--colour", "--color", "colour", type=click.Choice(["convert", "refuse"]), default="convert",
+@click.option("--colour", "--color", "colour", type=click.Choice(list(defaults.COLOUR_MODES)), default=defaults.COLOUR,
               show_default=True,
               help="Colour images (RGB, YBR_FULL/YBR_FULL_422, PALETTE COLOR): 'convert' writes an 8-bit RGB "
                    "PNG (colour space converted to RGB, palette applied, no VOI step, --bits ignored); "
@@ -54,10 +60,7 @@ def _frame_callback(ctx: click.Context, param: click.Parameter, value: str | Non
 @batch_options
 @handle_errors
 def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | None, bits: str, fallback: str,
-              frame: int | str | None, colour: str, name_template: str | None,
-              workers: int | None, overwrite: bool,
-              fail_fast: bool, no_progress: bool, scheduler: str | None, shard: tuple[int, int] | None,
-              batch_size: int | None) -> None:
+              frame: int | str | None, colour: str, name_template: str | None, run: RunOptions) -> None:
     """Convert DICOM images (files, or folders searched recursively) to PNG in OUT.
 
     DICOM files are recognised by content, not by name; other files are skipped and
@@ -83,12 +86,11 @@ def dicom2png(inputs: tuple[Path, ...], out: Path, voi: str, voi_index: int | No
       csaws-prepare dicom2png raw/ -o named/ --name '{PatientID}/{PatientID}_{InstanceNumber:04d}'
       csaws-prepare dicom2png dbt/ -o slices/ --frame all --name '{stem}_f{frame:03d}'
     """
-    from ..dicom2png import convert, nothing_found
+    from ..dicom.convert import convert, nothing_found
     try:
         result = convert(
             list(inputs), out, voi=voi, voi_index=voi_index, bits=int(bits), fallback=fallback, frame=frame,
-            name=name_template, colour=colour, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
-            progress=not no_progress, scheduler=scheduler, shard=shard, batch_size=batch_size,
+            name=name_template, colour=colour, run=run,
         )
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

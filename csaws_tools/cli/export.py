@@ -84,7 +84,7 @@ def nnunet(maps, images, out, dataset_id, name, labels, normalization, test_labe
     Then: nnUNetv2_plan_and_preprocess -d 501 --verify_dataset_integrity
           nnUNetv2_train 501 2d 0
     """
-    from ..export import export_nnunet
+    from ..review.export import export_nnunet
 
     result = export_nnunet(maps, images, out, dataset_id=dataset_id, name=name, labels=labels,
                            normalization=normalization, test_labels=test_labels, splits=splits_file, seed=seed,
@@ -145,7 +145,7 @@ def monai(maps, images, out, base_dir, test_labels, splits_file, train_split, re
     In Python:
       monai.data.load_decathlon_datalist("datalist.json", data_list_key="training")
     """
-    from ..export import export_monai
+    from ..review.export import export_monai
 
     result = export_monai(maps, images, out, base_dir=base_dir, test_labels=test_labels, splits=splits_file,
                           train_split=train_split, repetition=repetition, seed=seed)

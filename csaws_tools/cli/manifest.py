@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..batch import SUCCESS_WORD
+from ..execution.runner import SUCCESS_WORD
 from ._common import handle_errors
 
 
@@ -38,7 +38,7 @@ def merge(sources: tuple[Path, ...], out: Path | None, allow_missing: bool) -> N
       csaws-prepare manifest merge png/                 # -> png/manifest.parquet
       csaws-prepare manifest merge png/manifest.shard-*.parquet -o png/manifest.parquet
     """
-    from ..manifests import MissingShardWarning, merge_manifests
+    from ..execution.manifests import MissingShardWarning, merge_manifests
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingShardWarning)
@@ -68,7 +68,7 @@ def show(path: Path, top_errors: int) -> None:
       csaws-prepare manifest show png/
     """
     from ..errors import InputError
-    from ..manifests import summarize_manifest
+    from ..execution.manifests import summarize_manifest
 
     if path.is_dir():
         path = path / "manifest.parquet"

@@ -6,6 +6,7 @@ import re
 
 import click
 
+from .. import defaults
 from ._common import batch_options, finish, handle_errors
 
 
@@ -22,10 +23,10 @@ def _size_callback(ctx: click.Context, param: click.Parameter, value: str | None
 @click.argument("root", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False),
               help="Output folder: trainval/, test/annotator_<k>/, test/consensus/, labels.json, manifest.parquet.")
-@click.option("--numbering", type=click.Choice(["standard", "release"]), default="standard", show_default=True,
+@click.option("--numbering", type=click.Choice(list(defaults.NUMBERINGS)), default=defaults.NUMBERING, show_default=True,
               help="standard: background 0, cancer 1 ... mammary_gland 11. "
                    "release: the original scripts' cancer 0 ... mammary_gland 10, background 11.")
-@click.option("--labels", "labels", default="all", show_default=True, metavar="SCHEME",
+@click.option("--labels", "labels", default=defaults.LABEL_SCHEME, show_default=True, metavar="SCHEME",
               help="Label scheme applied to the written maps: all, binary, leave-one-out:<class>, "
                    "keep:<class>,..., random:<k>:<seed>, merge:<a>+<b>=<name>. Recorded in labels.json.")
 @click.option("--strict", is_flag=True,
@@ -35,8 +36,7 @@ def _size_callback(ctx: click.Context, param: click.Parameter, value: str | None
               help="Image size for QuPath GeoJSON files without an image beside them (e.g. 4096x3328).")
 @batch_options
 @handle_errors
-def merge_masks(root, out, numbering, labels, strict, size, workers, overwrite, fail_fast, no_progress,
-                scheduler, shard, batch_size):
+def merge_masks(root, out, numbering, labels, strict, size, run):
     """Merge the binary class masks of every image under ROOT into one label map per image.
 
     \b
@@ -55,9 +55,7 @@ def merge_masks(root, out, numbering, labels, strict, size, workers, overwrite, 
       csaws-prepare merge-masks CsawS -o maps
       csaws-prepare merge-masks CsawS -o maps-binary --labels binary --numbering standard
     """
-    from ..merge import merge_masks as run
+    from ..masks.merge import merge_masks as merge
 
-    result = run(root, out, numbering=numbering, labels=labels, strict=strict, size=size, workers=workers,
-                 overwrite=overwrite, fail_fast=fail_fast, progress=not no_progress, scheduler=scheduler,
-                 shard=shard, batch_size=batch_size)
+    result = merge(root, out, numbering=numbering, labels=labels, strict=strict, size=size, run=run)
     finish(result)

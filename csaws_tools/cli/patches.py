@@ -6,6 +6,7 @@ import warnings
 
 import click
 
+from .. import defaults
 from ._common import batch_options, finish, handle_errors, int_list
 
 
@@ -16,12 +17,12 @@ from ._common import batch_options, finish, handle_errors, int_list
 @click.option("--val-patients", default=None, metavar="PID,...",
               help="Validation patients (default: those of the protocol's 20 suggested patients that are present, "
                    "otherwise a seeded random 20/150 of the patients).")
-@click.option("--sizes", default="25,50,100,263", show_default=True, callback=int_list, metavar="N,...",
+@click.option("--sizes", default=",".join(map(str, defaults.SUBSET_SIZES)), show_default=True, callback=int_list, metavar="N,...",
               help="Training-subset sizes in images. A size above the number of training images is an error: "
                    "on a small dataset pass smaller sizes, e.g. --sizes 4,8.")
-@click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),
+@click.option("--repetitions", default=defaults.REPETITIONS, show_default=True, type=click.IntRange(min=1),
               help="Subsets drawn per size.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--seed", default=defaults.SEED, show_default=True, type=click.IntRange(min=0),
               help="Seed of the validation draw and of every repetition (derived seeds are written to the JSON).")
 @click.option("--release-subsets", is_flag=True,
               help="Take the training subsets from the release's training_random_splits.json under ROOT "
@@ -79,16 +80,16 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
               help="Folder of label maps <image_id>.png in standard ids (merge-masks output, e.g. MAPS/trainval).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The HDF5 file to write (.h5); a manifest <name>.manifest.parquet is written beside it.")
-@click.option("--size", default=512, show_default=True, type=click.IntRange(min=1), help="Patch side in pixels.")
-@click.option("--per-class", default=10, show_default=True, type=click.IntRange(min=1),
+@click.option("--size", default=defaults.PATCH_SIZE, show_default=True, type=click.IntRange(min=1), help="Patch side in pixels.")
+@click.option("--per-class", default=defaults.PER_CLASS, show_default=True, type=click.IntRange(min=1),
               help="Crop centres drawn per class present in an image.")
 @click.option("--classes", default=None, metavar="CLASS,...",
               help="Classes that get centres, by name or standard id (default: all 12, as the paper).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--seed", default=defaults.SEED, show_default=True, type=click.IntRange(min=0),
               help="Seed of the centre draws (one per repetition gives the paper's 5 crop sets).")
 @click.option("--tiles", is_flag=True,
               help="Cut every image into non-overlapping tiles instead (test set); positions are recorded.")
-@click.option("--tile-drop", type=click.Choice(["background", "black", "none"]), default="black",
+@click.option("--tile-drop", type=click.Choice(list(defaults.TILE_DROPS)), default=defaults.TILE_DROP,
               show_default=True,
               help="Tiles dropped with --tiles: 'black' drops tiles whose image is all black (the evaluation "
                    "tiles: false positives anywhere in the breast are counted); 'background' drops tiles whose "
@@ -99,10 +100,10 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
               help="train, val, trainval, test, or a subset size N of the splits file.")
 @click.option("--repetition", default=None, type=click.IntRange(min=0),
               help="Repetition of subset N (default 0); recorded in the file.")
-@click.option("--layout", type=click.Choice(["crops", "index"]), default="crops", show_default=True,
+@click.option("--layout", type=click.Choice(list(defaults.LAYOUTS)), default=defaults.LAYOUT, show_default=True,
               help="crops: every crop stored; index: every image and label map stored once (crop-sized "
                    "chunks) plus the crop positions, crops cut when read (several times smaller).")
-@click.option("--compression", type=click.Choice(["gzip", "lzf", "zstd", "none"]), default="gzip",
+@click.option("--compression", type=click.Choice(list(defaults.COMPRESSIONS)), default=defaults.COMPRESSION,
               show_default=True,
               help="HDF5 compression. gzip and lzf open with plain h5py; zstd needs hdf5plugin to read and write.")
 @click.option("--level", default=None, type=int,
@@ -110,8 +111,7 @@ def splits(root, out, val_patients, sizes, repetitions, seed, release_subsets):
 @batch_options
 @handle_errors
 def patches(images, masks, out, size, per_class, classes, seed, tiles, tile_drop, splits_file, split,
-            repetition, layout, compression, level, workers, overwrite, fail_fast, no_progress,
-            scheduler, shard, batch_size):
+            repetition, layout, compression, level, run):
     """Cut class-centred crops (or test tiles) of every image and its label map into one HDF5 file.
 
     \b
@@ -129,17 +129,16 @@ def patches(images, masks, out, size, per_class, classes, seed, tiles, tile_drop
       csaws-prepare patches --images CsawS/test_data --masks maps/test/consensus --tiles -o test.h5
     """
     from ..errors import CsawsError
-    from ..patches import write_patches
+    from ..patches.stage import write_patches
 
-    if shard is not None:
+    if run.shard is not None:  # one file: a job array would write N copies of it
         raise CsawsError("--shard does not apply to patches: it writes one file")
     if splits_file is None and (split is not None or repetition is not None):
         raise CsawsError("--split and --repetition need --splits FILE")
     result = write_patches(images, masks, out, size=size, per_class=per_class, classes=classes, seed=seed,
                            tiles=tiles, tile_drop=tile_drop, splits=splits_file, split=split,
                            repetition=repetition, layout=layout, compression=compression, level=level,
-                           workers=workers, overwrite=overwrite, fail_fast=fail_fast,
-                           progress=not no_progress, scheduler=scheduler, batch_size=batch_size)
+                           run=run)
     if result.up_to_date:
         click.echo(f"{out} is up to date (same settings); pass --overwrite to redo it")
     elif result.output is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .. import defaults
 from ._common import handle_errors
 
 
@@ -21,17 +22,17 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 @click.command("sample")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True,
               help="Random seed; the same seed and options give byte-identical files.")
-@click.option("--patients", type=click.IntRange(1, 999), default=6, show_default=True,
+@click.option("--patients", type=click.IntRange(1, 999), default=defaults.SAMPLE_TRAIN_PATIENTS, show_default=True,
               help="Train/val patients (ids 000, 001, ...; one or two images each, CC and MLO).")
-@click.option("--test-patients", type=click.IntRange(0, 999), default=2, show_default=True,
+@click.option("--test-patients", type=click.IntRange(0, 999), default=defaults.SAMPLE_TEST_PATIENTS, show_default=True,
               help="Test patients (numbered after the train/val ones), with masks from three annotators.")
 @click.option("--size", metavar="ROWSxCOLS", callback=_parse_size, default=None,
               help="Image size in pixels [default: 640x512].")
 @click.option("--full-size", is_flag=True,
               help="Full-field mammograms of 4096x3328 pixels (about 1-4 s and 30 MB of PNG per image).")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=defaults.SAMPLE_WORKERS, show_default=True,
               help="Processes drawing images in parallel (output is identical for any number).")
 @click.option("--kind", type=click.Choice(["csaws", "cityscapes", "voc"]), default="csaws", show_default=True,
               help="Layout: CSAW-S mammograms, or tiny Cityscapes / PASCAL VOC 2012 stand-ins "
@@ -65,7 +66,7 @@ def sample(out: Path, seed: int, patients: int, test_patients: int, size: tuple[
 
         click.echo(write_public_sample(kind, out, seed=seed, size=size).summary())
         return
-    from ..sample import check_size, write_sample
+    from ..sample.release import check_size, write_sample
 
     if full_size and size is not None:
         raise click.UsageError("give --size or --full-size, not both")

@@ -36,7 +36,7 @@ def stats(masks_dir, by, numbering, prefix, paper, workers):
       csaws-prepare stats maps/trainval
       csaws-prepare stats maps --by split -o maps/class_table
     """
-    from ..stats import class_table, format_table, write_table
+    from ..review.stats import class_table, format_table, write_table
 
     table = class_table(masks_dir, numbering=numbering, by=by, paper=paper, workers=workers)
     click.echo(format_table(table))

@@ -31,7 +31,7 @@ from .metrics import CANCER, Confusion, confusion
 def reference_cancer_id(test_maps: str | os.PathLike) -> int:
     """The id of cancer in the reference label maps: from the ``labels.json`` merge-masks wrote
     beside them (``MAPS/labels.json`` for ``MAPS/test``), else the standard id 1."""
-    from ..stats import find_labels_json, names_from_labels_json
+    from ..masks.labelset import find_labels_json, names_from_labels_json
 
     path = find_labels_json(test_maps, max_up=2)
     if path is None:

@@ -29,10 +29,9 @@ depend on the number of workers.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime
+import functools
 import json
-import multiprocessing
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -40,12 +39,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_text_atomic
-from .classes import MAIN_CLASS, MASK_CLASSES
-from .errors import OutputError
+from .. import defaults
+from ..atomic import atomic_path, write_text_atomic
+from ..dicom.voi import (
+    VOI,
+    Modality,
+    inverted,
+    modality_from_dataset,
+    render,
+    select_voi,
+    voi_unit,
+    windows_in,
+)
+from ..errors import OutputError
+from ..execution.runner import map_ordered
+from ..masks.classes import MAIN_CLASS, MASK_CLASSES
+from ..png import write_png
 from .phantom import PhantomSpec, make_phantom
-from .png import write_png
-from .voi import VOI, Modality, inverted, modality_from_dataset, render, select_voi, voi_unit, windows_in
 
 #: Default image size (rows, columns): small, so the default sample takes seconds.
 DEFAULT_SIZE: tuple[int, int] = (640, 512)
@@ -359,13 +369,13 @@ def build_dicom(img: SampleImage, stored: np.ndarray, center: int, width: int, s
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+    from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
     rows, cols = stored.shape
     sop_uid = _uid(seed, img.pid, img.n, "sop")
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MG_FOR_PRESENTATION
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(MG_FOR_PRESENTATION)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
     ds = Dataset()
@@ -537,18 +547,18 @@ def check_size(size: tuple[int, int]) -> tuple[int, int]:
 def write_sample(
     root: str | Path,
     *,
-    seed: int = 0,
-    n_train_patients: int = 6,
-    n_test_patients: int = 2,
+    seed: int = defaults.SEED,
+    n_train_patients: int = defaults.SAMPLE_TRAIN_PATIENTS,
+    n_test_patients: int = defaults.SAMPLE_TEST_PATIENTS,
     size: tuple[int, int] | None = None,
     full_size: bool = False,
-    workers: int = 1,
+    workers: int | None = defaults.SAMPLE_WORKERS,
 ) -> SampleInfo:
     """Write a synthetic CSAW-S-like dataset under ``root`` (see the module docstring).
 
     ``size`` is (rows, columns), default :data:`DEFAULT_SIZE`; ``full_size``
-    gives 4096 x 3328. ``workers`` > 1 draws images in parallel processes
-    (the files are identical either way). ``root`` must be empty, new, or a
+    gives 4096 x 3328. ``workers``: processes drawing images (default 1;
+    None for all cores; the files are identical either way). ``root`` must be empty, new, or a
     previous sample (whose files are then replaced); anything else is an
     :class:`~csaws_tools.errors.OutputError`.
     """
@@ -565,19 +575,16 @@ def write_sample(
         raise OutputError(f"{where}: cannot write the sample ({exc.strerror or exc})") from None
 
 
+def _write_image_at(image: SampleImage, *, root: Path, size: tuple[int, int], seed: int) -> dict:
+    return write_image(image, root, size, seed)
+
+
 def _write_sample(root: Path, seed: int, n_train_patients: int, n_test_patients: int, size: tuple[int, int],
-                  workers: int) -> SampleInfo:
+                  workers: int | None) -> SampleInfo:
     _prepare_root(root)
     images = plan_sample(seed, n_train_patients, n_test_patients)
 
-    if workers > 1 and len(images) > 1:
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(workers, len(images)), mp_context=ctx) as pool:
-            rows = list(pool.map(write_image, images, [root] * len(images), [size] * len(images),
-                                 [seed] * len(images)))
-    else:
-        rows = [write_image(img, root, size, seed) for img in images]
+    rows = map_ordered(functools.partial(_write_image_at, root=root, size=size, seed=seed), images, workers)
 
     train_pids = [f"{p:03d}" for p in range(n_train_patients)]
     test_pids = [f"{p:03d}" for p in range(n_train_patients, n_train_patients + n_test_patients)]
@@ -603,3 +610,29 @@ def _write_sample(root: Path, seed: int, n_train_patients: int, n_test_patients:
         "train_ids": info.train_ids, "test_ids": info.test_ids,
     }, indent=1))
     return info
+
+
+__all__ = [
+    "ANNOTATORS",
+    "build_dicom",
+    "check_size",
+    "DEFAULT_SIZE",
+    "density_to_stored",
+    "FULL_SIZE",
+    "FULL_SIZE_SPACING_MM",
+    "MANIFEST",
+    "MANUFACTURER",
+    "MARKER",
+    "MG_FOR_PRESENTATION",
+    "plan_sample",
+    "random_splits",
+    "released_image",
+    "SampleImage",
+    "SampleInfo",
+    "SUGGESTED_VALIDATION",
+    "VOI_STYLES",
+    "VOIStyle",
+    "window_presets",
+    "write_image",
+    "write_sample",
+]

@@ -1,0 +1,1 @@
+"""Running per-file tasks: task contract, local process pool, Dask, shards, manifests, progress."""

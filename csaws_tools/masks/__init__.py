@@ -1,0 +1,1 @@
+"""Stage 2, masks to label maps: class table, labels.json, label schemes, QuPath annotations, merge."""

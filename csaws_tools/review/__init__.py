@@ -1,0 +1,1 @@
+"""Looking at prepared data: class statistics, overlay previews, dataset checks, exports."""

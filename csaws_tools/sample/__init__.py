@@ -1,0 +1,53 @@
+"""Synthetic sample data in the CSAW-S release layout (phantoms, DICOM, masks)."""
+
+from __future__ import annotations
+
+from .release import (
+    ANNOTATORS,
+    DEFAULT_SIZE,
+    FULL_SIZE,
+    FULL_SIZE_SPACING_MM,
+    MANIFEST,
+    MANUFACTURER,
+    MARKER,
+    MG_FOR_PRESENTATION,
+    SUGGESTED_VALIDATION,
+    VOI_STYLES,
+    SampleImage,
+    SampleInfo,
+    VOIStyle,
+    build_dicom,
+    check_size,
+    density_to_stored,
+    plan_sample,
+    random_splits,
+    released_image,
+    window_presets,
+    write_image,
+    write_sample,
+)
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "FULL_SIZE",
+    "FULL_SIZE_SPACING_MM",
+    "SUGGESTED_VALIDATION",
+    "MG_FOR_PRESENTATION",
+    "MANUFACTURER",
+    "MARKER",
+    "MANIFEST",
+    "ANNOTATORS",
+    "VOIStyle",
+    "VOI_STYLES",
+    "SampleImage",
+    "SampleInfo",
+    "released_image",
+    "density_to_stored",
+    "window_presets",
+    "plan_sample",
+    "random_splits",
+    "build_dicom",
+    "write_image",
+    "check_size",
+    "write_sample",
+]
