@@ -92,12 +92,12 @@ def select_rows(index: pd.DataFrame, ids: Sequence[str] | None, path: str = "") 
     """Row numbers whose image id (or, failing that, patient id) is in ``ids``; all rows for None."""
     if ids is None:
         return np.arange(len(index))
-    ids = {str(i) for i in ids}
-    rows = np.flatnonzero(index["image_id"].isin(ids).to_numpy())
+    wanted = {str(i) for i in ids}
+    rows = np.flatnonzero(index["image_id"].isin(wanted).to_numpy())
     if rows.size == 0 and "patient_id" in index:
-        rows = np.flatnonzero(index["patient_id"].astype(str).isin(ids).to_numpy())
+        rows = np.flatnonzero(index["patient_id"].astype(str).isin(wanted).to_numpy())
     if rows.size == 0:
-        raise InputError(f"{path}: none of the {len(ids)} selected images has crops in this file")
+        raise InputError(f"{path}: none of the {len(wanted)} selected images has crops in this file")
     return rows
 
 

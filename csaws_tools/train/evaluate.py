@@ -61,7 +61,7 @@ def reference_folders(test_maps: str | os.PathLike) -> dict[str, Path]:
 @torch.no_grad()
 def predict_tiles(model: torch.nn.Module, tiles_file: str | os.PathLike, device: torch.device, *,
                   batch_size: int = 16, amp: bool = True, channels_last: bool = False,
-                  mean: float = MEAN, std: float = STD) -> tuple[np.ndarray, "object"]:
+                  mean: float = MEAN, std: float = STD) -> tuple[np.ndarray, object]:
     """Argmax class of every tile pixel, uint8 (n, S, S), and the tiles' index table."""
     model.eval()
     with open_patches(tiles_file) as reader:

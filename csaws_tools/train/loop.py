@@ -37,9 +37,10 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,7 @@ class TrainConfig:
         """``iterations`` when given, else ``ceil(epochs * n_crops / batch_size)`` (SUL: 100 epochs)."""
         if self.iterations is not None:
             return int(self.iterations)
+        assert self.epochs is not None  # __post_init__ requires one of the two
         return max(1, math.ceil(float(self.epochs) * int(n_crops) / int(self.batch_size)))
 
     def to_dict(self) -> dict:
@@ -134,7 +136,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         if isinstance(d.get("augment"), dict):
             d["augment"] = AugmentConfig(**d["augment"])
@@ -416,7 +418,7 @@ def plan_run(cfg: TrainConfig, log: Callable[[str], None]) -> RunPlan:
     from .model import resolve_pretrained
 
     weights = resolve_pretrained(cfg.pretrained)
-    init = {"initialisation": "scratch" if weights is None else
+    init: dict[str, Any] = {"initialisation": "scratch" if weights is None else
             ("imagenet" if str(cfg.pretrained).lower() == "imagenet" else "file"),
             "weights_file": weights, "weights_sha256": file_hash(weights) if weights else None}
     if weights:
@@ -479,9 +481,9 @@ class RunState:
         self.model = model
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg.schedule, plan.total, cfg.warmup))
-        self.start, self.history, self.best_index = 0, [], None
-        self.history: list[dict]
-        self.best_index: int | None
+        self.start = 0
+        self.history: list[dict] = []
+        self.best_index: int | None = None
 
     @property
     def last_path(self) -> Path:

@@ -24,7 +24,7 @@ class Confusion:
     fn: int = 0
     total: int = 0
 
-    def __add__(self, other: "Confusion") -> "Confusion":
+    def __add__(self, other: Confusion) -> Confusion:
         return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.total + other.total)
 
     @property

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError, SettingsError
 
-
 #: File name pattern of the per-repetition training crops.
 TRAIN_PATTERN = "train_rep{rep}.h5"
 
@@ -157,7 +156,7 @@ def _narrow(splits: dict, sizes: Sequence[int] | None, repetitions: int | None, 
             for n, reps in have.items()}
     val = set(splits["val"]["patients"])
     for n, reps in have.items():
-        for r, v in reps.items():
+        for v in reps.values():
             shared = sorted(val & set(v["patients"]))
             if shared:
                 raise InputError(f"{release}: subset {n}/{v['release_repetition']} holds validation patient(s) "
