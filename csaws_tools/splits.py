@@ -40,6 +40,7 @@ import numpy as np
 from . import __version__, defaults
 from .atomic import write_text_atomic
 from .errors import InputError, OutputError
+from .jsonfile import read_json_object
 from .masks.classes import split_mask_stem
 from .text import counted
 
@@ -128,12 +129,7 @@ def read_release_subsets(path: str | os.PathLike, groups: dict[str, list[str]]) 
     zero-padded ids present (``17`` -> ``"017"``). Unknown patients are an error.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the release splits ({exc})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected an object {{N: {{repetition: [patients]}}}}")
+    raw = read_json_object(path, "release splits {N: {repetition: [patients]}}")
     by_number = {int(p): p for p in groups if p.isdigit()}
     subsets: dict[str, dict] = {}
     for n, reps in raw.items():
@@ -338,13 +334,8 @@ def _check_structure(data: dict, name: object) -> None:
 def load_splits(path: str | os.PathLike) -> dict:
     """Read a splits file written by :func:`save_splits` (checks the format)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read splits file ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise InputError(f"{path}: not a JSON splits file ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = read_json_object(path, "a splits file")
+    if data.get("format") != FORMAT:
         raise InputError(f"{path}: not a splits file written by csaws-prepare splits (format {FORMAT})")
     _check_structure(data, path)
     return data

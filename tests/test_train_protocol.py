@@ -282,3 +282,20 @@ def test_progress_lines_when_not_a_terminal():
     for i in range(1, 10):
         bar.update(i)
     assert quiet.getvalue() == ""  # nothing before the interval has passed
+
+
+def test_a_bad_progress_interval_falls_back_to_30_seconds_instead_of_failing_the_run(monkeypatch):
+    monkeypatch.setenv("CSAWS_PROGRESS_INTERVAL", "soon")
+    bar = Progress("x", 0, 10, stream=io.StringIO())
+    assert bar.interval == 30.0
+    monkeypatch.setenv("CSAWS_PROGRESS_INTERVAL", "2.5")
+    assert Progress("x", 0, 10, stream=io.StringIO()).interval == 2.5
+
+
+def test_progress_to_a_closed_stream_does_not_fail_the_run():
+    stream = io.StringIO()
+    bar = Progress("x", 0, 10, stream=stream, interval=0.0)
+    stream.close()
+    bar.update(1)
+    bar.note("val_iou 0.1")
+    bar.close()

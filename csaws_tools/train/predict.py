@@ -48,6 +48,7 @@ from ..classes import labels_json, split_mask_stem
 from ..errors import InputError, SettingsError, one_line
 from ..guards import is_inside
 from ..identity import file_identity
+from ..jsonfile import read_json_object
 from ..labels import LabelScheme, parse_scheme, scheme_labels_table
 from ..limits import check_pixels
 from ..png import SETTINGS_KEY, made_with, png_header, read_png, write_png
@@ -138,13 +139,7 @@ def _config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the run's settings ({one_line(exc)})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: not a run's config.json (expected a JSON object)")
-    return doc
+    return read_json_object(path, "a run's config.json")
 
 
 def _section(doc: dict, key: str) -> dict:

@@ -3,17 +3,20 @@
 On a terminal: one bar line per run, rewritten in place (``it n/N``, rate,
 ETA). Elsewhere (a log file, a batch job): a plain line at least every
 ``interval`` seconds (default 30; environment ``CSAWS_PROGRESS_INTERVAL``)
-and one at each validation.
+and one at each validation. Terminal detection, the interval and safe
+writes are those of every command (:mod:`csaws_tools.execution.progress`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import TextIO
 
-DEFAULT_INTERVAL = 30.0
+from ..execution.progress import PROGRESS_INTERVAL as DEFAULT_INTERVAL
+from ..execution.progress import is_terminal, progress_interval, write_line
+
+__all__ = ["DEFAULT_INTERVAL", "Progress"]
 
 
 def _fmt_seconds(s: float) -> str:
@@ -32,12 +35,9 @@ class Progress:
                  interval: float | None = None, enabled: bool = True) -> None:
         self.name, self.start, self.total = name, int(start), int(total)
         self.stream = stream if stream is not None else sys.stderr
-        if interval is None:
-            interval = float(os.environ.get("CSAWS_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
-        self.interval = float(interval)
+        self.interval = float(progress_interval() if interval is None else interval)
         self.enabled = enabled
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty())
+        self.tty = is_terminal(self.stream)
         self.t0 = time.perf_counter()
         self.last_line = self.t0
         self.done = self.start
@@ -63,12 +63,10 @@ class Progress:
         now = time.perf_counter()
         if self.tty:
             if now - self.last_line >= 0.2 or self.done >= self.total:
-                self.stream.write(self._bar())
-                self.stream.flush()
+                write_line(self.stream, self._bar())
                 self.last_line = now
         elif now - self.last_line >= self.interval:
-            self.stream.write(self._status() + "\n")
-            self.stream.flush()
+            write_line(self.stream, self._status() + "\n")
             self.last_line = now
 
     def note(self, text: str) -> None:
@@ -76,11 +74,9 @@ class Progress:
         if not self.enabled:
             return
         prefix = "\r\x1b[K" if self.tty else ""
-        self.stream.write(f"{prefix}{self._status()} | {text}\n")
-        self.stream.flush()
+        write_line(self.stream, f"{prefix}{self._status()} | {text}\n")
         self.last_line = time.perf_counter()
 
     def close(self) -> None:
         if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+            write_line(self.stream, "\n")

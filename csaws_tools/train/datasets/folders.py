@@ -17,11 +17,11 @@ ordering) is the first sub-folder of ``images/``, empty for files at the top.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ...errors import InputError
+from ...jsonfile import read_json_object
 from .base import DatasetAdapter, Item, Problem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -53,10 +53,7 @@ class FoldersAdapter(DatasetAdapter):
             raise InputError(f"{self.root}: no labels.json (in {self.root} or {self.labels_dir}) naming the classes")
         self.labels_json = lj
         self._names = names_from_labels_json(lj)
-        try:
-            doc = json.loads(lj.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:  # pragma: no cover - the reader above already parsed it
-            raise InputError(f"{lj}: {exc}") from None
+        doc = read_json_object(lj, "a labels.json")
         n = len(self._names)
         void = doc.get("void", 255 if n <= 255 else None)
         if void is not None and (not isinstance(void, int) or not 0 <= void <= 255 or void < n):
