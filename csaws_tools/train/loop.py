@@ -52,7 +52,7 @@ from ..atomic import atomic_path, write_text_atomic
 from ..batch import settings_hash
 from ..errors import InputError, OutputError, SettingsError
 from ..labels import parse_scheme
-from .augment import AugmentConfig, augment_batch, prepare_eval
+from .augment import MEAN, STD, AugmentConfig, augment_batch, prepare_eval
 from .data import (
     CropSource,
     Prefetcher,
@@ -277,8 +277,8 @@ def validate(model: torch.nn.Module, path: str, lut: np.ndarray, device: torch.d
     ``"all"``: the mean cross-entropy of every pixel.
     """
     model.eval()
-    mean = augment.mean if augment else 0.176
-    std = augment.std if augment else 0.218
+    mean = augment.mean if augment else MEAN
+    std = augment.std if augment else STD
     rows = None
     if max_crops is not None:
         n = len(read_index(path))
