@@ -152,25 +152,24 @@ def parse_classes(classes: Iterable[str | int] | str | None) -> list[int] | None
     return sorted(out)
 
 
-def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read an 8-bit image (first channel of RGB) and its label map; check they match."""
+def _read_checked(path: Path, what: str) -> np.ndarray:
+    """A PNG whose header passed the pixel limit before decoding; other failures are one line naming ``what``."""
     from ..limits import check_pixels
     from ..png import png_size, read_png
 
-    try:  # headers are checked against the pixel limit before decoding
-        check_pixels(png_size(image_path), image_path)
-        image = read_png(image_path)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read image {image_path.name}: {one_line(exc)}") from None
     try:
-        check_pixels(png_size(mask_path), mask_path)
-        mask = read_png(mask_path)
+        check_pixels(png_size(path), path)
+        return read_png(path)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read label map {mask_path}: {one_line(exc)}") from None
+        raise InputError(f"cannot read {what}: {one_line(exc)}") from None
+
+
+def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an 8-bit image (first channel of RGB) and its label map; check they match."""
+    image = _read_checked(image_path, f"image {image_path.name}")
+    mask = _read_checked(mask_path, f"label map {mask_path}")
     if image.ndim == 3:
         image = np.ascontiguousarray(image[:, :, 0])
     if image.dtype != np.uint8:
