@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "MAP_SUFFIXES", "files_under"]
+__all__ = ["IMAGE_SUFFIXES", "MAP_SUFFIXES", "files_under", "index_by_stem"]
 
 #: Images a stage reads beside masks and label maps (PNG, TIFF, JPEG).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -28,3 +28,25 @@ def files_under(folder: str | os.PathLike, suffixes: Iterable[str],
     return sorted(p for p in Path(folder).rglob("*")
                   if p.is_file() and p.suffix.lower() in wanted and not p.name.startswith(".")
                   and (skip is None or not skip(p)))
+
+
+def index_by_stem(paths: Iterable[Path], what: str,
+                  reject: Callable[[Path], str | None] | None = None) -> tuple[dict[str, Path], list[str]]:
+    """Id (file stem) -> path over ``paths``, in order; (index, problems).
+
+    ``reject(path)`` may return a problem line for a path that cannot be an id;
+    an id found twice is a problem naming both paths (``what`` says what the
+    files are) and the first path is kept.
+    """
+    found: dict[str, Path] = {}
+    problems: list[str] = []
+    for path in paths:
+        refused = reject(path) if reject is not None else None
+        if refused is not None:
+            problems.append(refused)
+            continue
+        if path.stem in found:
+            problems.append(f"{what} {path.stem} found twice: {found[path.stem]} and {path}; pass a narrower folder")
+            continue
+        found[path.stem] = path
+    return found, problems

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import CsawsError, InputError, SettingsError, one_line
 from ..execution.manifests import escape_text, needs_escape
+from ..files import index_by_stem
 from ..masks.classes import (
     ALL_CLASSES,
     class_ids,
@@ -21,24 +22,18 @@ from .sampling import NUM_CLASSES
 # --------------------------------------------------------------------------- inputs
 
 
+def _undecodable_name(path: Path) -> str | None:
+    if needs_escape(str(path)):
+        return (f"{escape_text(str(path))} found: its name is not valid UTF-8 and cannot be stored as an "
+                "image id; rename it")
+    return None
+
+
 def _index_pngs(folder: Path, what: str) -> tuple[dict[str, Path], list[str]]:
     """id -> path for the PNGs under ``folder`` (class masks and hidden files passed over)."""
-    found: dict[str, Path] = {}
-    dups: list[str] = []
-    for path in sorted(folder.rglob("*.png")):
-        if path.name.startswith("."):
-            continue
-        if split_mask_stem(path.stem)[1] is not None:
-            continue
-        if needs_escape(str(path)):
-            dups.append(f"{escape_text(str(path))} found: its name is not valid UTF-8 and cannot be stored as an "
-                        "image id; rename it")
-            continue
-        if path.stem in found:
-            dups.append(f"{what} {path.stem} found twice: {found[path.stem]} and {path}; pass a narrower folder")
-            continue
-        found[path.stem] = path
-    return found, dups
+    paths = (p for p in sorted(folder.rglob("*.png"))
+             if not p.name.startswith(".") and split_mask_stem(p.stem)[1] is None)
+    return index_by_stem(paths, what, reject=_undecodable_name)
 
 
 def pair_inputs(images: str | os.PathLike, masks: str | os.PathLike,

@@ -55,6 +55,7 @@ from ..execution.runner import (
     settings_hash,
 )
 from ..execution.tasks import Task
+from ..files import index_by_stem
 from ..guards import is_inside
 from ..identity import file_identity
 from ..limits import check_pixels
@@ -166,18 +167,10 @@ def index_images(images: str | os.PathLike, exclude: Sequence[str | os.PathLike]
     if not root.is_dir():
         raise InputError(f"{root}: images folder not found")
     skip = [Path(e) for e in exclude if e is not None and Path(e).exists()]
-    found: dict[str, Path] = {}
-    problems: list[str] = []
-    for path in sorted(root.rglob("*.png")):
-        if path.name.startswith(".") or split_mask_stem(path.stem)[1] is not None:
-            continue
-        if any(is_inside(path, s) for s in skip):
-            continue
-        if path.stem in found:
-            problems.append(f"image {path.stem} found twice: {found[path.stem]} and {path}; pass a narrower folder")
-            continue
-        found[path.stem] = path
-    return found, problems
+    paths = (p for p in sorted(root.rglob("*.png"))
+             if not p.name.startswith(".") and split_mask_stem(p.stem)[1] is None
+             and not any(is_inside(p, s) for s in skip))
+    return index_by_stem(paths, "image")
 
 
 def _map_ids(folder: Path) -> dict[str, Path]:
