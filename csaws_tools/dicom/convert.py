@@ -30,6 +30,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +179,20 @@ def _convert(source, output, options: Options, run_digest: str, overwrite: bool,
         raise OutputError(f"cannot write {output} ({exc.strerror or one_line(exc)})") from None
 
 
-def _task_worker(task: Task, *, options: Options, digest: str, overwrite: bool) -> dict:
+@dataclass(frozen=True)
+class ConvertArgs:
+    """One conversion task's own settings."""
+
+    #: The frame of a multi-frame file to render (0-based, PS3.3 C.7.6.6 Number of Frames);
+    #: None: a single-frame file, or no frame asked for.
+    frame: int | None = None
+
+
+def _task_worker(task: Task[ConvertArgs], *, options: Options, digest: str, overwrite: bool) -> dict:
     """Batch worker: one :class:`Task` -> one manifest row."""
     assert task.output is not None
     return convert_file(task.source, task.output, options, settings_digest=digest, overwrite=overwrite,
-                        frame=task.args.get("frame"))
+                        frame=task.args.frame)
 
 
 # --------------------------------------------------------------------------- batch
@@ -226,7 +236,7 @@ def plan(
     name: str | NameTemplate | None = None,
     shard: tuple[int, int] | None = None,
     frame: int | str | None = None,
-) -> tuple[list[Task], list[dict]]:
+) -> tuple[list[Task[ConvertArgs]], list[dict]]:
     """Tasks for every DICOM file (or frame) under ``inputs`` and rows for the rest.
 
     Non-DICOM files become ``skipped`` rows (reason ``not a DICOM file``);
@@ -241,7 +251,7 @@ def plan(
     out_resolved = out.resolve()
     template = NameTemplate(name) if isinstance(name, str) else name
     frame = _frame_setting(frame)
-    tasks: list[Task] = []
+    tasks: list[Task[ConvertArgs]] = []
     rows: list[dict] = []
     for found in find_inputs(inputs, exclude=out):
         key = _printable(found.relative.as_posix())
@@ -274,10 +284,9 @@ def plan(
                     rel = template.render(ds, stem, k, frames)
                 else:
                     rel = default_output_name(found.relative, k, frames)
-                args = {} if k is None else {"frame": k}
                 # frames of one file share its key, so that they fall in the same shard
                 tasks.append(Task(key=key, source=str(found.path),
-                                  output=str(out / rel), args=args))
+                                  output=str(out / rel), args=ConvertArgs(frame=k)))
         except InputError as exc:
             rows.append({**base, "status": "error", "error": one_line(exc), "reason": None})
             continue
@@ -357,4 +366,4 @@ def convert(
     )
 
 
-__all__ = ["convert", "convert_file", "file_digest", "is_own_output", "nothing_found", "plan"]
+__all__ = ["convert", "ConvertArgs", "convert_file", "file_digest", "is_own_output", "nothing_found", "plan"]

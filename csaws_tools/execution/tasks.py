@@ -2,6 +2,9 @@
 
 A :class:`Task` is one unit of work; a *worker* is a picklable function that
 processes one task and returns one manifest row (or ``(row, payload)``).
+A task's per-file settings (``args``) are a frozen dataclass defined by the
+stage that owns the worker (for example ``masks.merge.MergeArgs``); the
+worker is annotated with ``Task[ThatArgs]`` and reads attributes.
 :func:`run_tasks` runs a list of tasks wherever it is sent (a pool process,
 a Dask worker), turning every exception into an ``error`` row.
 
@@ -19,12 +22,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 from ..errors import one_line
 
-Worker = Callable[["Task"], "dict | tuple[dict, Any]"]
+#: A stage's per-task settings: a frozen dataclass (picklable, for pool processes and Dask).
+ArgsT = TypeVar("ArgsT")
+
+Worker = Callable[["Task[Any]"], "dict | tuple[dict, Any]"]
 
 #: Seconds between two checks of the parent process by the watchdog of a pool process.
 WATCHDOG_SECONDS = 1.0
@@ -32,17 +38,20 @@ _PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
-class Task:
+class Task(Generic[ArgsT]):
     """One unit of work: usually one input file and the output it makes.
 
     ``key`` is stable across runs and machines (for example the input's path
     relative to its input folder); sharding and duplicate detection use it.
+    ``args`` holds the stage's own settings for this task, a frozen
+    dataclass defined beside the stage's worker (``None`` for a task that
+    needs none); the runner never looks inside it.
     """
 
     key: str
     source: str
     output: str | None = None
-    args: dict = field(default_factory=dict)
+    args: ArgsT = cast(Any, None)
 
 
 def default_workers() -> int:
@@ -116,6 +125,7 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 __all__ = [
+    "ArgsT",
     "call_worker",
     "default_workers",
     "error_row",

@@ -458,7 +458,34 @@ def _counts(labels: np.ndarray, names: list[str]) -> dict[str, int]:
     return {f"px_{n}": int(c) for n, c in zip(names, counts[: len(names)])}
 
 
-def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overwrite: bool,
+@dataclass(frozen=True)
+class MergeArgs:
+    """One merge task's own settings: the image, its masks and the columns its row keeps.
+
+    ``kind`` is ``"image"`` (paint the class masks, or rasterise the QuPath
+    GeoJSON, into one map) or ``"consensus"`` (the test set's expert
+    consensus of the cancer masks, protocol section 3). ``error`` is a
+    problem found while planning, reported as the task's error row.
+    """
+
+    image_id: str
+    patient_id: str | None = None
+    split: str | None = None
+    annotator: str | None = None
+    #: the files the map is made from, as the manifest lists them
+    source_masks: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    #: class name -> binary mask file
+    masks: Mapping[str, str] = field(default_factory=dict)
+    image: str | None = None
+    geojson: str | None = None
+    kind: str = "image"
+    #: the annotators' cancer masks, for a consensus task
+    cancer_masks: tuple[str, ...] = ()
+
+
+def merge_worker(task: Task[MergeArgs], *, numbering: str, scheme: str, strict: bool, overwrite: bool,
                  shash: str, size: tuple[int, int] | None = None) -> dict:
     """Merge one image's masks (or make one consensus map); return its manifest row.
 
@@ -472,22 +499,23 @@ def merge_worker(task: Task, *, numbering: str, scheme: str, strict: bool, overw
     return row
 
 
-def _merge_one(task: Task, *, numbering: str, scheme: str, strict: bool, overwrite: bool,
+def _merge_one(task: Task[MergeArgs], *, numbering: str, scheme: str, strict: bool, overwrite: bool,
                shash: str, size: tuple[int, int] | None = None) -> dict:
     a = task.args
     scheme_obj = parse_scheme(scheme)
     names = scheme_names(scheme_obj, numbering)
-    row = {k: a.get(k) for k in ("image_id", "patient_id", "split", "annotator")}
-    row["source_masks"] = list(a.get("source_masks") or [])
-    warnings = list(a.get("warnings") or [])
+    row: dict[str, Any] = {"image_id": a.image_id, "patient_id": a.patient_id, "split": a.split,
+                           "annotator": a.annotator}
+    row["source_masks"] = list(a.source_masks)
+    warnings = list(a.warnings)
     row["warnings"] = "; ".join(warnings) if warnings else None
     try:
-        if a.get("error"):
-            raise InputError(a["error"])
+        if a.error:
+            raise InputError(a.error)
         assert task.output is not None  # planned with one
         out = Path(task.output)
         # the output records the settings and the identity of every input it was made from
-        inputs = [a.get("image"), a.get("geojson"), *(a.get("source_masks") or [])]
+        inputs = [a.image, a.geojson, *a.source_masks]
         shash = task_hash(shash, *inputs)
         if not overwrite and made_with(out, shash):
             existing = _read_existing(out)
@@ -514,17 +542,17 @@ def _read_existing(path: Path) -> np.ndarray | None:
         return None
 
 
-def _make_map(a: dict, scheme: LabelScheme, numbering: str, strict: bool,
+def _make_map(a: MergeArgs, scheme: LabelScheme, numbering: str, strict: bool,
               size: tuple[int, int] | None, warnings: list[str]) -> np.ndarray:
-    image = a.get("image")
+    image = a.image
     shape = image_size(image) if image else ((int(size[0]), int(size[1])) if size is not None else None)
-    if a.get("kind") == "consensus":
-        return consensus(a["cancer_masks"], shape, scheme=scheme, numbering=numbering, size_ref=image)
-    if not a.get("geojson"):
-        return paint(a["masks"], shape, scheme=scheme, numbering=numbering, size_ref=image)
+    if a.kind == "consensus":
+        return consensus(list(a.cancer_masks), shape, scheme=scheme, numbering=numbering, size_ref=image)
+    if not a.geojson:
+        return paint(a.masks, shape, scheme=scheme, numbering=numbering, size_ref=image)
     from .qupath import rasterise_geojson
 
-    path = a["geojson"]
+    path = a.geojson
     if shape is None:
         raise InputError(f"{path}: no image beside it (<image>.png|tif|tiff|jpg) to take the size from; "
                          "give the size explicitly (--size ROWSxCOLS)")
@@ -543,9 +571,10 @@ def _make_map(a: dict, scheme: LabelScheme, numbering: str, strict: bool,
 
 # ---------------------------------------------------------------- planning and the API
 
-def plan_tasks(items: list[ImageMasks], out: Path, *, strict: bool = False) -> tuple[list[Task], list[dict]]:
+def plan_tasks(items: list[ImageMasks], out: Path, *,
+               strict: bool = False) -> tuple[list[Task[MergeArgs]], list[dict]]:
     """Turn discovered images into merge tasks (plus consensus tasks for the test set)."""
-    tasks: list[Task] = []
+    tasks: list[Task[MergeArgs]] = []
     rows: list[dict] = []
     test_cancer: dict[str, dict[str, str]] = {}
     test_info: dict[str, ImageMasks] = {}
@@ -565,11 +594,11 @@ def plan_tasks(items: list[ImageMasks], out: Path, *, strict: bool = False) -> t
         if not g.geojson and not g.masks:
             error = f"no class masks found for image {g.image_id} in {g.folder}"
         ordered = [g.masks[c] for c in MASK_CLASSES if c in g.masks]
-        args = {
-            "image_id": g.image_id, "patient_id": g.patient_id, "split": g.split, "annotator": g.annotator,
-            "source_masks": [g.geojson] if g.geojson else ordered, "warnings": warnings, "error": error,
-            "masks": dict(g.masks), "image": g.image, "geojson": g.geojson,
-        }
+        args = MergeArgs(
+            image_id=g.image_id, patient_id=g.patient_id, split=g.split, annotator=g.annotator,
+            source_masks=(g.geojson,) if g.geojson else tuple(ordered), warnings=tuple(warnings), error=error,
+            masks=dict(g.masks), image=g.image, geojson=g.geojson,
+        )
         tasks.append(Task(key=g.out_rel, source=g.image or g.source, output=str(out / g.out_rel), args=args))
         if g.split == "test" and g.annotator is not None:
             test_info.setdefault(g.image_id, g)
@@ -586,9 +615,9 @@ def plan_tasks(items: list[ImageMasks], out: Path, *, strict: bool = False) -> t
             error = (f"the consensus needs the cancer masks of annotators {', '.join(TEST_ANNOTATORS)}; "
                      f"missing for annotator(s) {', '.join(missing)}")
         masks = [by_annotator[k] for k in TEST_ANNOTATORS if k in by_annotator]
-        args = {"kind": "consensus", "image_id": image_id, "patient_id": g.patient_id, "split": "test",
-                "annotator": "consensus", "source_masks": masks, "cancer_masks": masks, "image": g.image,
-                "warnings": [], "error": error}
+        args = MergeArgs(kind="consensus", image_id=image_id, patient_id=g.patient_id, split="test",
+                         annotator="consensus", source_masks=tuple(masks), cancer_masks=tuple(masks), image=g.image,
+                         error=error)
         source = g.image or (masks[0] if masks else g.source)
         tasks.append(Task(key=out_rel, source=source, output=str(out / out_rel), args=args))
     return tasks, rows
@@ -629,13 +658,12 @@ def merge_masks(
                 "size": list(size) if size else None}
     shash = settings_hash(settings)
     tasks, _ = plan_tasks(items, out, strict=strict)
-    inputs = input_paths_set(p for t in tasks for p in [t.args.get("image"), t.args.get("geojson"),
-                                                           *(t.args.get("source_masks") or [])])
+    inputs = input_paths_set(p for t in tasks for p in [t.args.image, t.args.geojson, *t.args.source_masks])
     safe = []
     for t in tasks:
         if t.output is not None and clashes_with_input(t.output, inputs):
             problems.append({"source": t.source, "output": None, "status": "error",
-                             "image_id": t.args.get("image_id"),
+                             "image_id": t.args.image_id,
                              "error": f"output {t.output} is one of the input files; not overwriting it "
                                       "(choose another output folder)"})
         else:
@@ -660,5 +688,5 @@ def merge_masks(
                      label="merging masks", extra_rows=extra)
 
 
-__all__ = ["ImageMasks", "consensus", "discover", "image_size", "merge_masks", "merge_worker", "paint",
+__all__ = ["ImageMasks", "MergeArgs", "consensus", "discover", "image_size", "merge_masks", "merge_worker", "paint",
            "read_mask", "split_mask_name"]

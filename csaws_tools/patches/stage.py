@@ -65,7 +65,7 @@ from .sampling import (
     STANDARD_NAMES,
     TILE_DROPS,
 )
-from .worker import PatchConfig, Payload, patch_worker
+from .worker import PatchArgs, PatchConfig, Payload, patch_worker
 from .writer import PatchWriter
 
 # --------------------------------------------------------------------------- API
@@ -202,7 +202,7 @@ def write_patches(
                              n_patches=int(existing.get("n_patches", 0)), up_to_date=True)
 
     tasks = [Task(key=image_id, source=str(ip), output=None,
-                  args={"order": k, "image_id": image_id, "mask": str(mp)})
+                  args=PatchArgs(order=k, image_id=image_id, mask=str(mp)))
              for k, (image_id, ip, mp) in enumerate(pairs)]
     for r in error_rows:
         r.setdefault("output", str(out))
@@ -244,7 +244,7 @@ class _Stopped(Exception):
         self.result = result
 
 
-def _write_file(tmp: Path, out: Path, tasks: list[Task], config: PatchConfig, settings: dict, shash: str,
+def _write_file(tmp: Path, out: Path, tasks: list[Task[PatchArgs]], config: PatchConfig, settings: dict, shash: str,
                 class_list: list[int] | None, split: str | None, repetition: int | None, *,
                 manifest: Path | None, run: RunOptions, error_rows: list[dict]) -> tuple[BatchResult, dict]:
     """Run the workers and write the HDF5 file at ``tmp``; return the batch result and crop statistics."""

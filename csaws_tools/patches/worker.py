@@ -137,16 +137,27 @@ def process_image(image_id: str, image: np.ndarray, mask: np.ndarray, config: Pa
     return row, payload
 
 
-def patch_worker(task: Task, config: PatchConfig) -> tuple[dict, Payload]:
+@dataclass(frozen=True)
+class PatchArgs:
+    """One image's own settings for the patches stage."""
+
+    #: the image's place in image-id order (the writer keeps that order in the file)
+    order: int
+    image_id: str
+    #: the image's label map
+    mask: str
+
+
+def patch_worker(task: Task[PatchArgs], config: PatchConfig) -> tuple[dict, Payload]:
     """Batch worker: read one image/label-map pair and prepare its crops.
 
     Failures are handed to the writer as a payload (so that it keeps the
     image-id order), which turns them into the row's error.
     """
-    order = int(task.args["order"])
-    image_id = task.args["image_id"]
+    order = int(task.args.order)
+    image_id = task.args.image_id
     try:
-        image, mask = read_pair(Path(task.source), Path(task.args["mask"]))
+        image, mask = read_pair(Path(task.source), Path(task.args.mask))
         return process_image(image_id, image, mask, config, order)
     except Exception as exc:  # noqa: BLE001 - recorded as this image's error by the writer
         failure = one_line(exc)
@@ -156,6 +167,7 @@ def patch_worker(task: Task, config: PatchConfig) -> tuple[dict, Payload]:
 
 __all__ = [
     "patch_worker",
+    "PatchArgs",
     "PatchConfig",
     "Payload",
     "process_image",

@@ -386,16 +386,33 @@ def remap_label(path: Path, lut: np.ndarray) -> np.ndarray:
     return out
 
 
-def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, overwrite: bool) -> dict:
+@dataclass(frozen=True)
+class ExportArgs:
+    """One case's own settings: its ids, role, the image and label map and where the map goes."""
+
+    case_id: str
+    image_id: str
+    patient_id: str | None
+    #: "train" or "test" (nnU-Net's imagesTr/imagesTs)
+    role: str
+    image: str | None
+    label: str | None
+    label_out: str | None
+    #: a problem found while planning, reported as the case's error
+    error: str | None = None
+
+
+def export_worker(task: Task[ExportArgs], *, lut: tuple[int, ...], shash: str, link: bool, overwrite: bool) -> dict:
     """Export one case (image and label map); return its manifest row."""
     a = task.args
-    row = {k: a.get(k) for k in ("case_id", "image_id", "patient_id", "role")}
-    row["label_output"] = a.get("label_out")
-    if a.get("error"):
-        row.update(status="error", error=a["error"])
+    row: dict = {"case_id": a.case_id, "image_id": a.image_id, "patient_id": a.patient_id, "role": a.role}
+    row["label_output"] = a.label_out
+    if a.error:
+        row.update(status="error", error=a.error)
         return row
-    image, image_out = Path(a["image"]), Path(str(task.output))
-    label, label_out = (Path(a["label"]), Path(a["label_out"])) if a.get("label") else (None, None)
+    assert a.image is not None  # a case without an image is planned with an error
+    image, image_out = Path(a.image), Path(str(task.output))
+    label, label_out = (Path(a.label), Path(a.label_out)) if a.label and a.label_out else (None, None)
     if overwrite:
         for p in (image_out, label_out):
             if p is not None:
@@ -529,10 +546,10 @@ def export_nnunet(
         label_out = str(folder / lab_dir / f"{c.case_id}.png") if c.label is not None else None
         tasks.append(Task(key=f"{c.role}/{c.case_id}", source=str(c.image or c.label),
                           output=str(folder / img_dir / f"{c.case_id}_0000.png"),
-                          args={"case_id": c.case_id, "image_id": c.image_id, "patient_id": c.patient_id,
-                                "role": c.role, "image": str(c.image) if c.image else None,
-                                "label": str(c.label) if c.label else None, "label_out": label_out,
-                                "error": c.error}))
+                          args=ExportArgs(case_id=c.case_id, image_id=c.image_id, patient_id=c.patient_id,
+                                          role=c.role, image=str(c.image) if c.image else None,
+                                          label=str(c.label) if c.label else None, label_out=label_out,
+                                          error=c.error)))
     worker = functools.partial(export_worker, lut=tuple(int(v) for v in lut), shash=shash, link=link,
                                overwrite=overwrite)
     result = run_batch(tasks, worker, manifest=folder / "manifest.parquet", settings=settings, workers=workers,
@@ -687,6 +704,7 @@ __all__ = [
     "NORMALIZATIONS",
     "TEST_LABELS",
     "DatalistResult",
+    "ExportArgs",
     "ExportResult",
     "export_monai",
     "export_nnunet",

@@ -248,7 +248,20 @@ def _thumb(rgb: np.ndarray, thumb_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((tw, th), Image.Resampling.BOX))
 
 
-def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
+@dataclass(frozen=True)
+class PreviewArgs:
+    """One overlay's own settings: its label map, the image paired with it, its title."""
+
+    image_id: str
+    mask: str
+    #: the image with the map's file stem; None: none found (the task fails with one line)
+    image: str | None
+    title: str
+    #: a problem found while planning, reported as the task's error
+    error: str | None = None
+
+
+def preview_worker(task: Task[PreviewArgs], *, names: list[str], colours: list, alpha: float, max_size: int | None,
                    thumb_size: int, overwrite: bool, shash: str) -> tuple[dict, np.ndarray | None]:
     """Write one overlay PNG; return its row and a thumbnail for the contact sheet."""
     row, thumb = _preview_one(task, names=names, colours=colours, alpha=alpha, max_size=max_size,
@@ -258,38 +271,38 @@ def preview_worker(task: Task, *, names: list[str], colours: list, alpha: float,
     return row, thumb
 
 
-def _preview_one(task: Task, *, names: list[str], colours: list, alpha: float, max_size: int | None,
+def _preview_one(task: Task[PreviewArgs], *, names: list[str], colours: list, alpha: float, max_size: int | None,
                  thumb_size: int, overwrite: bool, shash: str) -> tuple[dict, np.ndarray | None]:
     a = task.args
-    row = {"image_id": a["image_id"], "mask": a["mask"], "image": a.get("image")}
+    row: dict[str, Any] = {"image_id": a.image_id, "mask": a.mask, "image": a.image}
     assert task.output is not None  # planned with one
     out = Path(task.output)
     # the overlay records the settings and the identity of its image and label map
-    shash = task_hash(shash, a.get("image"), a["mask"])
+    shash = task_hash(shash, a.image, a.mask)
     try:
-        if a.get("error"):
-            raise InputError(a["error"])
+        if a.error:
+            raise InputError(a.error)
         if not overwrite and made_with(out, shash):
             try:
                 row["status"] = "skipped"
                 return row, _thumb(_read_any(str(out)), thumb_size)
             except InputError:
                 row.pop("status")
-        if not a.get("image"):
-            raise InputError(f"no image named {a['image_id']}.png|tif|jpg found for this label map")
-        labels = _read_any(a["mask"])
+        if not a.image:
+            raise InputError(f"no image named {a.image_id}.png|tif|jpg found for this label map")
+        labels = _read_any(a.mask)
         if labels.ndim != 2:
-            raise InputError(f"{a['mask']}: not a single-channel label map")
+            raise InputError(f"{a.mask}: not a single-channel label map")
         top = int(labels.max()) if labels.size else 0
         if top >= len(names):
-            raise InputError(f"{a['mask']}: label map holds id {top} but the class table has {len(names)} "
+            raise InputError(f"{a.mask}: label map holds id {top} but the class table has {len(names)} "
                              f"classes (ids 0-{len(names) - 1}); is it a label map of this numbering?")
-        image = _read_any(a["image"])
+        image = _read_any(a.image)
         if image.shape[:2] != labels.shape:
-            raise InputError(f"label map is {labels.shape[0]}x{labels.shape[1]} but the image {a['image']} is "
+            raise InputError(f"label map is {labels.shape[0]}x{labels.shape[1]} but the image {a.image} is "
                              f"{image.shape[0]}x{image.shape[1]} (rows x columns)")
         rgb = overlay(image, labels, names=names, colours=colours, alpha=alpha, max_size=max_size,
-                      title=a["title"])
+                      title=a.title)
         write_png(out, rgb, text={SETTINGS_KEY: shash})
     except InputError as exc:
         row.update(status="error", error=one_line(exc))
@@ -380,8 +393,8 @@ def preview(
         elif clashes_with_input(out / rel, inputs):
             error = f"output {out / rel} is one of the input files; not overwriting it"
         tasks.append(Task(key=rel.as_posix(), source=str(p), output=str(out / rel),
-                          args={"image_id": p.stem, "mask": str(p), "image": by_stem.get(p.stem),
-                                "title": rel.with_suffix("").as_posix(), "error": error}))
+                          args=PreviewArgs(image_id=p.stem, mask=str(p), image=by_stem.get(p.stem),
+                                           title=rel.with_suffix("").as_posix(), error=error)))
     settings = {"command": "preview", "alpha": alpha, "max_size": max_size, "names": names,
                 "colours": [list(c) for c in colours]}
     shash = settings_hash(settings)
@@ -424,6 +437,7 @@ __all__ = [
     "overlay",
     "PANEL_COLOUR",
     "preview",
+    "PreviewArgs",
     "preview_worker",
     "PreviewResult",
     "to_grey",

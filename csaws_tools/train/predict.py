@@ -57,7 +57,7 @@ from .loop import load_checkpoint
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_OVERLAP", "Builder", "RunInfo", "build_run_model", "checkpoint_weights",
-    "predict", "predict_image", "predict_worker", "read_image", "read_run", "tile_starts", "to_unit",
+    "predict", "PredictArgs", "predict_image", "predict_worker", "read_image", "read_run", "tile_starts", "to_unit",
 ]
 
 #: Fraction of a tile shared with its neighbour (MONAI's sliding-window default).
@@ -399,18 +399,29 @@ def _output_hash(base: str, source: str) -> str:
     return settings_hash({"settings": base, "input": file_identity(source)})
 
 
-def predict_worker(task: Task, *, info: dict, base_hash: str, overlap: float, batch_size: int, device: str,
+@dataclass(frozen=True)
+class PredictArgs:
+    """One image's own settings for predict: its id, where its overlay goes, a planning error."""
+
+    image_id: str
+    #: the overlay PNG to write; None: no overlays asked for
+    overlay: str | None = None
+    #: a problem found while planning (missing input, output onto the input), reported as the task's error
+    error: str | None = None
+
+
+def predict_worker(task: Task[PredictArgs], *, info: dict, base_hash: str, overlap: float, batch_size: int, device: str,
                    amp: bool, threads: int | None, overwrite: bool, overlay_dir: str | None,
                    overlay_max_size: int | None, builder: Builder | None = None) -> dict:
     """Predict one image: write its label map (and overlay); return its manifest row."""
     run = RunInfo(**{**info, "names": tuple(info["names"]), "colours": tuple(tuple(c) for c in info["colours"])})
     a = task.args
-    row: dict = {"image_id": a["image_id"], "overlay": a.get("overlay")}
-    if a.get("error"):
-        raise InputError(a["error"])
+    row: dict = {"image_id": a.image_id, "overlay": a.overlay}
+    if a.error:
+        raise InputError(a.error)
     out = Path(str(task.output))
     map_hash = _output_hash(base_hash, task.source)
-    ov_path = Path(a["overlay"]) if a.get("overlay") else None
+    ov_path = Path(a.overlay) if a.overlay else None
     ov_hash = settings_hash({"map": map_hash, "overlay_max_size": overlay_max_size})
     map_done = not overwrite and made_with(out, map_hash)
     ov_done = ov_path is None or (not overwrite and made_with(ov_path, ov_hash))
@@ -441,7 +452,7 @@ def predict_worker(task: Task, *, info: dict, base_hash: str, overlap: float, ba
         from ..preview import overlay
 
         rgb = overlay(stored, labels, names=list(run.names), colours=list(run.colours),
-                      max_size=overlay_max_size, title=a["image_id"])
+                      max_size=overlay_max_size, title=a.image_id)
         write_png(ov_path, rgb, text={SETTINGS_KEY: ov_hash})
     row["height"], row["width"] = int(labels.shape[0]), int(labels.shape[1])
     counts = np.bincount(labels.ravel(), minlength=run.num_classes)
@@ -456,7 +467,8 @@ def _is_mask_beside_its_image(path: Path) -> bool:
     return token is not None and (path.parent / f"{image_id}{path.suffix}").is_file()
 
 
-def plan_tasks(images: Iterable[str | os.PathLike], out: Path, overlay_dir: Path | None) -> list[Task]:
+def plan_tasks(images: Iterable[str | os.PathLike], out: Path,
+               overlay_dir: Path | None) -> list[Task[PredictArgs]]:
     """One task per PNG: files as given (``OUT/<name>``), folders searched recursively (same sub-folders).
 
     In folders, the class masks of the release layout (``<image>_<class>.png``
@@ -465,7 +477,7 @@ def plan_tasks(images: Iterable[str | os.PathLike], out: Path, overlay_dir: Path
     A path that does not exist, or whose output would be the input itself,
     becomes a task that fails with one line (the batch goes on).
     """
-    tasks: list[Task] = []
+    tasks: list[Task[PredictArgs]] = []
     for arg in images:
         p = Path(arg)
         if p.is_dir():
@@ -476,13 +488,14 @@ def plan_tasks(images: Iterable[str | os.PathLike], out: Path, overlay_dir: Path
             pairs = [(p, Path(p.name).with_suffix(".png"))]
         for src, rel in pairs:
             rel = rel.with_suffix(".png")
-            args: dict = {"image_id": src.stem,
-                          "overlay": str(overlay_dir / rel) if overlay_dir is not None else None}
             output = out / rel
+            error = None
             if not src.exists():
-                args["error"] = f"{src}: no such file or folder"
+                error = f"{src}: no such file or folder"
             elif output.resolve() == src.resolve():
-                args["error"] = f"{src}: its label map would overwrite it; choose another output folder"
+                error = f"{src}: its label map would overwrite it; choose another output folder"
+            args = PredictArgs(image_id=src.stem, overlay=str(overlay_dir / rel) if overlay_dir is not None else None,
+                               error=error)
             tasks.append(Task(key=rel.as_posix(), source=str(src), output=str(output), args=args))
     return tasks
 

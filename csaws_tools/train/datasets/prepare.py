@@ -183,20 +183,36 @@ class PreparedDataset:
             (f"; up to date: {', '.join(self.skipped)}" if self.skipped else "")
 
 
-def image_worker(task: Task, *, size: int, resample: str, channels: int, n_classes: int, void: int | None,
+@dataclass(frozen=True)
+class ImageArgs:
+    """One image's own settings for a dataset's HDF5 file: its row, ids and label map(s)."""
+
+    #: the image's row in the split's file (results come back in any order)
+    row: int
+    #: the image id in the file and the manifest
+    key: str
+    #: the image's group (city, patient) that splits keep together
+    group: str
+    #: the fine label map
+    label: str
+    #: the coarse label map (Cityscapes gtCoarse), if any
+    coarse: str | None = None
+
+
+def image_worker(task: Task[ImageArgs], *, size: int, resample: str, channels: int, n_classes: int, void: int | None,
                  coarse: bool) -> tuple[dict, dict]:
     """Batch worker: read, check and resize one image and its label map(s)."""
     from .base import read_image, read_label_map
 
     image = read_image(task.source, channels)
-    label = read_label_map(task.args["label"])
+    label = read_label_map(task.args.label)
     if label.shape != image.shape[:2]:
-        raise InputError(f"{task.args['label']}: label map is {label.shape[0]}x{label.shape[1]} but the image "
+        raise InputError(f"{task.args.label}: label map is {label.shape[0]}x{label.shape[1]} but the image "
                          f"is {image.shape[0]}x{image.shape[1]}")
-    check_ids(label, n_classes, void, task.args["label"])
+    check_ids(label, n_classes, void, task.args.label)
     masks = {"masks": resize_labels(label, size)}
     if coarse:
-        cpath = task.args.get("coarse")
+        cpath = task.args.coarse
         if not cpath:
             raise InputError(f"{task.source}: no gtCoarse label map for this image")
         c = read_label_map(cpath)
@@ -206,9 +222,9 @@ def image_worker(task: Task, *, size: int, resample: str, channels: int, n_class
         masks["coarse_masks"] = resize_labels(c, size)
     img = resize_image(image, size, resample)
     counts = np.bincount(masks["masks"].reshape(-1), minlength=256)
-    row = {"image_id": task.args["key"], "group": task.args["group"], "height": int(label.shape[0]),
+    row = {"image_id": task.args.key, "group": task.args.group, "height": int(label.shape[0]),
            "width": int(label.shape[1]), "pixels": counts.tolist()}
-    return row, {"row": int(task.args["row"]), "image": img, "masks": masks, "orig": label.shape}
+    return row, {"row": int(task.args.row), "image": img, "masks": masks, "orig": label.shape}
 
 
 def prepare_dataset(adapter: DatasetAdapter, out: str | os.PathLike, *, target: str | None = None,
@@ -331,8 +347,8 @@ def _write_split(adapter: DatasetAdapter, items: list[Item], path: Path, sp: str
                  progress: bool, info: dict) -> BatchResult:
     n_classes = len(adapter.class_names)
     tasks = [Task(key=f"{sp}/{it.key}", source=str(it.image), output=None,
-                  args={"row": k, "key": it.key, "group": it.group, "label": str(it.label),
-                        "coarse": str(coarse_paths[it.key]) if coarse_paths.get(it.key) else None})
+                  args=ImageArgs(row=k, key=it.key, group=it.group, label=str(it.label),
+                                 coarse=str(coarse_paths[it.key]) if coarse_paths.get(it.key) else None))
              for k, it in enumerate(items)]
     pixels = np.zeros(256, dtype=np.int64)
     images_with = np.zeros(256, dtype=np.int64)
