@@ -75,7 +75,7 @@ def main() -> None:
         items, _, _ = discover(tmp / "data")
         tasks, _ = plan_tasks(items, tmp / "out")
         task = tasks[0]
-        masks = [task.args["masks"][c] for c in MASK_CLASSES if c in task.args["masks"]]
+        masks = [task.args.masks[c] for c in MASK_CLASSES if c in task.args.masks]
         shape = np.asarray(Image.open(masks[0])).shape
         print(f"masks: {len(masks)} of {shape[0]}x{shape[1]} ({source})")
         worker = functools.partial(merge_worker, numbering="standard", scheme="all", strict=False,
