@@ -59,6 +59,13 @@ PREVIEW_THUMB_SIZE = 256
 # -- sample
 SAMPLE_TRAIN_PATIENTS = 6
 SAMPLE_TEST_PATIENTS = 2
-#: The sample draws its few images in this process by default: a process pool
-#: here measurably slows the work this process does next (benchmarks, demo).
+#: The sample draws its few images in this process by default, the one stage
+#: not on :data:`WORKERS`. Measured (full-size sample, then merge_worker in the
+#: same process): the pool is shut down and joined (no process or thread is
+#: left), but once pyarrow is loaded (the sample writes sample.parquet) a
+#: process that has not itself freed large arrays gets every large numpy array
+#: from fresh pages from glibc's malloc: about 100,000 page faults and 25-45% more
+#: CPU per merge (1.2-1.5 s vs 0.95-1.05 s). Drawing in this process avoids it
+#: for whatever this process does next (bench_merge, notebooks); the CLI's
+#: ``sample`` command is a process of its own, so ``--workers`` costs nothing later.
 SAMPLE_WORKERS = 1
