@@ -244,7 +244,7 @@ def test_release_numbered_maps_are_renumbered_and_binary_maps_cannot_give_all_cl
     (tmp_path / "labels.json").write_text(json.dumps({
         "numbering": "standard", "scheme": export_scheme("binary").to_dict(), "classes": []}))
     assert label_lut(tmp_path, export_scheme("without"))[:3].tolist() == [0, 1, 255]
-    with pytest.raises(InputError, match="rerun merge-masks without --labels"):
+    with pytest.raises(InputError, match="rerun merge_masks without labels="):
         label_lut(tmp_path, export_scheme("with"))
 
 

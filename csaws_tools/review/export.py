@@ -125,7 +125,7 @@ def label_lut(maps: str | os.PathLike, target: LabelScheme) -> np.ndarray:
     """A 256-entry lookup table from the ids written in ``maps`` to ``target``'s ids.
 
     Ids the maps cannot hold map to 255. When the maps merge classes that
-    ``target`` keeps apart (maps written with ``--labels binary``, exported
+    ``target`` keeps apart (maps written with ``labels='binary'``, exported
     with all classes) the export is impossible and an :class:`InputError` says so.
     """
     written, k, path = maps_partition(maps)
@@ -139,7 +139,7 @@ def label_lut(maps: str | os.PathLike, target: LabelScheme) -> np.ndarray:
             names = ", ".join(STANDARD_NAMES[i] for i in std)
             raise InputError(
                 f"{path}: the maps hold {names} as one class (id {w}) but label scheme {target.spec!r} keeps "
-                "them apart; rerun merge-masks without --labels, or export with the maps' own scheme")
+                "them apart; rerun merge_masks without labels=, or export with the maps' own scheme")
         lut[w] = ids[0]
     return lut
 
@@ -237,7 +237,7 @@ def plan_cases(maps: str | os.PathLike, images: str | os.PathLike, *, test_label
     index, dups = index_images(images, exclude=[maps, *exclude])
     plan = ExportPlan(cases=[], splits={})
     if test_folder is not None and not test_folder.is_dir() and (maps / "test").is_dir():
-        plan.warnings.append(f"no {test_folder}: no test cases are exported (pick another --test-labels)")
+        plan.warnings.append(f"no {test_folder}: no test cases are exported (pick another test_labels=)")
     for d in dups:
         plan.problems.append({"source": d.split(" found")[0], "status": "error", "error": d})
 
@@ -434,9 +434,10 @@ def export_worker(task: Task, *, lut: tuple[int, ...], shash: str, link: bool, o
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset<XXX>_<Name>`` (nnU-Net: a three-digit id, 1 to 999, and a free name)."""
     if not 1 <= int(dataset_id) <= 999:
-        raise SettingsError(f"--dataset-id must be 1 to 999 (nnU-Net's three-digit ids), not {dataset_id}")
+        raise SettingsError(f"dataset_id={dataset_id!r} must be 1 to 999 (nnU-Net's three-digit ids)",
+                            param="dataset_id")
     if not _NAME_RE.match(name or ""):
-        raise SettingsError(f"--name {name!r}: use letters, digits, '_' and '-' (it becomes a folder name)")
+        raise SettingsError(f"name={name!r}: use letters, digits, '_' and '-' (it becomes a folder name)", param="name")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
@@ -444,12 +445,13 @@ def _check_dataset_folder(out: Path, folder: Path, dataset_id: int) -> None:
     """Refuse a folder that is not ours and a second dataset with the same id (nnU-Net cannot tell them apart)."""
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / EXPORT_RECORD).is_file())):
         raise OutputError(f"{folder}: exists and is not an earlier export (no {EXPORT_RECORD}); "
-                          "choose another --dataset-id/--name or remove it")
+                          "choose another dataset_id= or name= or remove it", param=("dataset_id", "name"))
     if out.is_dir():
         others = sorted(p.name for p in out.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != folder.name)
         if others:
             raise OutputError(f"{out}: holds {', '.join(others)} with the same dataset id {dataset_id:03d}; "
-                              "nnU-Net would not know which one to use: choose another --dataset-id")
+                              "nnU-Net would not know which one to use: choose another dataset_id=",
+                              param="dataset_id")
 
 
 def _remove_stale(folder: Path, keep: set[Path]) -> int:
