@@ -54,7 +54,7 @@ def test_prepare_own_subsets_on_request_and_narrowing(release, tmp_path):
                        subsets="own", **kw)
     sp = json.loads(Path(p.splits).read_text())
     assert sp["subset_rule"]["source"] == "sampled" and sp["subsets"]["2"]["0"]["seed"] is not None
-    with pytest.raises(SettingsError, match=r"--sizes 7: .*training_random_splits\.json has subsets of 1, 2"):
+    with pytest.raises(SettingsError, match=r"sizes=\[7\]: .*training_random_splits\.json has subsets of 1, 2"):
         prepare_inputs(root / "raw" / "CsawS", root / "maps", tmp_path / "n", sizes=(7,), **kw)
     with pytest.raises(InputError, match="no training_random_splits.json"):
         prepare_inputs(root / "maps", root / "maps", tmp_path / "r", subsets="release", **kw)

@@ -123,7 +123,7 @@ def _shard_callback(ctx: click.Context, param: click.Parameter, value: str | Non
     try:
         return parse_shard(value)
     except CsawsError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(cli_message(exc, ctx)) from None
 
 
 def int_list(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> tuple[int, ...] | None:

@@ -191,9 +191,9 @@ def merge_manifests(
         if missing:
             listed = _ranges(missing)
             message = (f"{len(missing)} of {n_total} shards missing (shard {listed}); "
-                       "rerun them with --shard I/N, or merge what is there with --allow-missing")
+                       "rerun them with shard=I/N, or merge what is there with allow_missing=True")
             if not allow_missing:
-                raise CsawsError(message)
+                raise CsawsError(message, param="allow_missing")
             warnings.warn(message.split(";")[0] + "; the merged manifest is incomplete",
                           MissingShardWarning, stacklevel=2)
 

@@ -527,7 +527,7 @@ def _make_map(a: dict, scheme: LabelScheme, numbering: str, strict: bool,
     path = a["geojson"]
     if shape is None:
         raise InputError(f"{path}: no image beside it (<image>.png|tif|tiff|jpg) to take the size from; "
-                         "give the size explicitly (--size ROWSxCOLS)")
+                         "give the size explicitly (size=(ROWS, COLS))", param="size")
     masks, gj_warnings = rasterise_geojson(path, shape)
     warnings.extend(gj_warnings)
     if not masks:
@@ -535,7 +535,7 @@ def _make_map(a: dict, scheme: LabelScheme, numbering: str, strict: bool,
                          + (f" ({'; '.join(gj_warnings)})" if gj_warnings else ""))
     missing = [c for c in MASK_CLASSES if c not in masks]
     if missing and strict:
-        raise InputError(f"{path}: no annotations of class(es) {', '.join(missing)} (--strict)")
+        raise InputError(f"{path}: no annotations of class(es) {', '.join(missing)} (strict=True)", param="strict")
     if missing:
         warnings.append("no annotations of: " + ", ".join(missing) + " (treated as empty)")
     return paint(masks, shape, scheme=scheme, numbering=numbering, size_ref=image)
@@ -559,7 +559,7 @@ def plan_tasks(items: list[ImageMasks], out: Path, *, strict: bool = False) -> t
         missing = g.missing() if not g.geojson else []
         if missing:
             if strict:
-                error = f"missing class masks: {', '.join(missing)} in {g.folder} (--strict)"
+                error = f"missing class masks: {', '.join(missing)} in {g.folder} (strict=True)"
             else:
                 warnings.append("missing class masks: " + ", ".join(missing) + " (treated as empty)")
         if not g.geojson and not g.masks:

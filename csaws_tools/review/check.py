@@ -137,7 +137,7 @@ class CheckReport:
                 details.append(f"{f.kind}: {f.path}: {f.message}")
         for kind, n in shown.items():
             if n > per_kind:
-                details.append(f"{kind}: ... and {n - per_kind} more (--json lists them all)")
+                details.append(f"{kind}: ... and {n - per_kind} more (the JSON report lists them all)")
         if details:
             lines.append("")
             lines.extend(details)

@@ -234,8 +234,8 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig 
     if size > min(h, w):
         from ..errors import SettingsError
 
-        raise SettingsError(f"--crop {size} is larger than the {h}x{w} training crops; use --crop {min(h, w)} "
-                            "or less")
+        raise SettingsError(f"crop={size!r} is larger than the {h}x{w} training crops; use crop={min(h, w)} "
+                            "or less", param="crop")
     grid = sampling_grid(b, (h, w), size, cfg, device=images.device, generator=generator)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
     lab = F.grid_sample(masks.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
