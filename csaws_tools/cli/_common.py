@@ -8,7 +8,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import click
 
@@ -176,10 +176,14 @@ def cli_message(exc: CsawsError, ctx: click.Context | None = None) -> str:
     dropped (``overwrite=True`` -> ``--overwrite``). Parameters the command
     has no option for keep the API spelling.
     """
-    text = str(exc)
+    return cli_text(str(exc), exc.params, ctx)
+
+
+def cli_text(text: str, params: Iterable[str], ctx: click.Context | None = None) -> str:
+    """:func:`cli_message` for a line that is not an exception (a warning naming ``params``)."""
     if ctx is None:
         ctx = click.get_current_context(silent=True)
-    for param in exc.params:
+    for param in params:
         option = option_for(ctx, param)
         if option is None:
             continue

@@ -42,12 +42,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from ..atomic import temporary_path, write_text_atomic
-from ..errors import InputError, OutputError, SettingsError, one_line
+from ..errors import CsawsError, InputError, OutputError, SettingsError, one_line
+from ..execution.options import RunOptions, run_options
 from ..execution.runner import (
     BatchResult,
     ensure_writable_dir,
@@ -61,6 +63,7 @@ from ..identity import file_identity
 from ..limits import check_pixels
 from ..masks.classes import split_mask_stem
 from ..masks.labels import STANDARD_NAMES, LabelScheme, parse_scheme
+from ..masks.labelset import LABELS_NAME, LabelSet
 from ..naming import sanitise
 from ..png import SETTINGS_KEY, made_with, png_header, read_png, write_png
 
@@ -93,27 +96,31 @@ def export_scheme(spec: str | LabelScheme) -> LabelScheme:
 def maps_partition(maps: str | os.PathLike) -> tuple[np.ndarray, int, Path | None]:
     """How the maps under ``maps`` were written: (standard id -> written id, number of ids, labels.json).
 
-    Reads ``maps/labels.json`` (written by merge-masks): its numbering
-    (standard or release) and label scheme. Without one, the maps are taken
-    to hold the 12 standard ids.
+    Reads ``maps/labels.json`` (written by merge-masks) through
+    :class:`~csaws_tools.masks.labelset.LabelSet`: its numbering (standard or
+    release) and label scheme. Without one, the maps are taken to hold the 12
+    standard ids.
     """
-    path = Path(maps) / "labels.json"
+    path = Path(maps) / LABELS_NAME
     identity = np.arange(len(STANDARD_NAMES), dtype=np.int64)
     if not path.is_file():
         return identity, len(STANDARD_NAMES), None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        numbering = doc.get("numbering", "standard")
-        scheme = doc.get("scheme")
-        if scheme:
-            lut = np.asarray(scheme["lut"], dtype=np.int64)
-            k = len(scheme["names"])
-        else:
-            lut, k = identity, len(doc["classes"])
-        if lut.shape != identity.shape or lut.min() < 0 or lut.max() >= k or k > _INVALID:
-            raise ValueError("the scheme's lookup table does not cover the 12 classes")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path}: not a labels.json written by merge-masks ({one_line(exc)})") from None
+        labels = LabelSet.read(path)
+        scheme = labels.label_scheme()
+    except CsawsError as exc:
+        message = one_line(exc)
+        if not message.startswith(f"{path}: "):
+            message = f"{path}: not a labels.json written by merge-masks ({message})"
+        raise InputError(message) from None
+    numbering = labels.numbering or "standard"
+    if scheme.is_identity:
+        lut, k = identity, len(labels.names)
+    else:
+        lut, k = np.asarray(scheme.lut, dtype=np.int64), scheme.num_classes
+    if lut.shape != identity.shape or lut.min() < 0 or lut.max() >= k or k > _INVALID:
+        raise InputError(f"{path}: not a labels.json written by merge-masks "
+                         "(the scheme's lookup table does not cover the 12 classes)")
     if numbering == "release":  # background moves to the last id (csaws_tools.labels.scheme_ids)
         lut = (lut - 1) % k
     elif numbering != "standard":
@@ -496,10 +503,8 @@ def export_nnunet(
     splits: str | os.PathLike | dict | None = None,
     seed: int = 0,
     link: bool = True,
-    workers: int | None = None,
-    overwrite: bool = False,
-    fail_fast: bool = False,
-    progress: bool = True,
+    run: RunOptions | None = None,
+    **run_keywords: Any,
 ) -> ExportResult:
     """Write an nnU-Net v2 raw dataset ``out/Dataset<XXX>_<Name>`` (see the module docstring).
 
@@ -508,9 +513,18 @@ def export_nnunet(
     requires. ``normalization`` is the channel name nnU-Net reads as its
     normalisation scheme. Reruns skip cases that are up to date; cases of an
     earlier export that are not exported now are removed from the folder.
+    ``run`` says how the cases are processed (workers, overwrite, fail_fast,
+    progress, scheduler, batch_size; :class:`~csaws_tools.execution.options.RunOptions`),
+    or give its fields as keywords (``workers=4``). One dataset is written,
+    so ``shard`` does not apply.
     """
+    run = run_options(run, run_keywords, "export_nnunet")
+    if run.shard is not None:
+        raise SettingsError("shard does not apply to export_nnunet: it writes one dataset (dataset.json, "
+                            "splits_final.json)", param="shard")
     if normalization not in NORMALIZATIONS:
-        raise SettingsError(f"unknown normalization {normalization!r}; expected one of {', '.join(NORMALIZATIONS)}")
+        raise SettingsError(f"normalization={normalization!r}: expected one of {', '.join(NORMALIZATIONS)}",
+                            param="normalization")
     scheme = export_scheme(labels)
     out = Path(out)
     folder = out / dataset_folder_name(dataset_id, name)
@@ -536,10 +550,9 @@ def export_nnunet(
                                 "label": str(c.label) if c.label else None, "label_out": label_out,
                                 "error": c.error}))
     worker = functools.partial(export_worker, lut=tuple(int(v) for v in lut), shash=shash, link=link,
-                               overwrite=overwrite)
-    result = run_batch(tasks, worker, manifest=folder / "manifest.parquet", settings=settings, workers=workers,
-                       fail_fast=fail_fast, progress=progress, label="exporting to nnU-Net",
-                       extra_rows=plan.problems)
+                               overwrite=run.overwrite)
+    result = run_batch(tasks, worker, manifest=folder / "manifest.parquet", settings=settings, run=run,
+                       label="exporting to nnU-Net", extra_rows=plan.problems)
     if result.interrupted:  # dataset.json and the folds of the last complete run stay as they were
         return ExportResult(rows=result.rows, manifest=result.manifest, interrupted=True, seconds=result.seconds,
                             folder=folder,
