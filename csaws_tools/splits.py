@@ -40,6 +40,7 @@ import numpy as np
 from . import __version__, defaults
 from .atomic import write_text_atomic
 from .errors import InputError, OutputError, SettingsError
+from .files import files_under
 from .jsonfile import read_json_object
 from .masks.classes import split_mask_stem
 from .text import counted
@@ -76,9 +77,7 @@ def find_images(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise InputError(f"{root}: not a folder")
     trainval: set[str] = set()
     test: set[str] = set()
-    for path in root.rglob("*.png"):
-        if path.name.startswith("."):
-            continue
+    for path in files_under(root, (".png",), case_sensitive=True):
         image_id, token = split_mask_stem(path.stem)
         if token is not None:
             continue

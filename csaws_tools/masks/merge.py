@@ -49,7 +49,7 @@ from ..execution.runner import (
     task_hash,
 )
 from ..execution.tasks import Task
-from ..files import IMAGE_SUFFIXES
+from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES, files_under, subfolders
 from ..guards import (
     clashes_with_input,
     input_paths_set,
@@ -68,7 +68,8 @@ from .labels import (
 )
 from .labelset import LabelSet
 
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
+#: Binary class masks: the lossless image suffixes (:data:`csaws_tools.files.MAP_SUFFIXES`).
+MASK_SUFFIXES = MAP_SUFFIXES
 TEST_ANNOTATORS = ("1", "2", "3")
 #: annotator 3 of the test set gives cancer only (protocol section 1)
 CANCER_ONLY_ANNOTATORS = ("3",)
@@ -180,8 +181,7 @@ def find_release_root(root: str | os.PathLike) -> Path | None:
 
 def _release_patient_groups(folder: Path, pattern: re.Pattern) -> tuple[dict[str, ImageMasks], dict[str, Path]]:
     """Masks and images in one ``<pid>`` folder of the release."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    groups, rest = _group_folder(folder, files)
+    groups, rest = _group_folder(folder, files_under(folder, None, recursive=False))
     images = {p.stem: p for p in rest if pattern.match(p.stem) and p.suffix.lower() in IMAGE_SUFFIXES}
     return groups, images
 
@@ -192,10 +192,7 @@ def discover_release(root: Path) -> tuple[list[ImageMasks], list[dict]]:
     problems: list[dict] = []
     image_re = re.compile(r"^[^_]+_\d{1,2}$")
 
-    def patient_dirs(base: Path) -> list[Path]:
-        return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
-
-    for pdir in patient_dirs(root / "anonymized_dataset"):
+    for pdir in subfolders(root / "anonymized_dataset"):
         groups, images = _release_patient_groups(pdir, image_re)
         for image_id in sorted(set(groups) | set(images)):
             g = groups.get(image_id)
@@ -210,17 +207,16 @@ def discover_release(root: Path) -> tuple[list[ImageMasks], list[dict]]:
     test = root / "test_data"
     test_images: dict[str, Path] = {}
     test_patients: dict[str, str] = {}
-    for pdir in patient_dirs(test / "anonymized_dataset"):
-        for p in pdir.iterdir():
-            if p.is_file() and image_re.match(p.stem) and p.suffix.lower() in IMAGE_SUFFIXES:
+    for pdir in subfolders(test / "anonymized_dataset"):
+        for p in files_under(pdir, IMAGE_SUFFIXES, recursive=False):
+            if image_re.match(p.stem):
                 test_images[p.stem] = p
                 test_patients[p.stem] = pdir.name
-    annotators = sorted((d for d in test.glob("annotator_*") if d.is_dir()), key=lambda d: d.name) \
-        if test.is_dir() else []
+    annotators = [d for d in subfolders(test) if d.name.startswith("annotator_")]
     for adir in annotators:
         k = adir.name[len("annotator_"):]
         seen = set()
-        for pdir in patient_dirs(adir):
+        for pdir in subfolders(adir):
             groups, _ = _release_patient_groups(pdir, image_re)
             for image_id, g in sorted(groups.items()):
                 seen.add(image_id)

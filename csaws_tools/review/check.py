@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ..errors import CsawsError, InputError, one_line
 from ..execution.manifests import escape_text
-from ..files import IMAGE_SUFFIXES
+from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES
 from ..limits import check_pixels
 from ..masks.classes import MAIN_CLASS, MASK_CLASSES, split_mask_stem
 from ..png import png_size
@@ -59,7 +59,8 @@ KINDS: dict[str, str] = {
     "missing_annotators": "test annotators missing",
     "patient_overlap": "patients in train/val and test",
 }
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
+#: Binary class masks: the lossless image suffixes (:data:`csaws_tools.files.MAP_SUFFIXES`).
+MASK_SUFFIXES = MAP_SUFFIXES
 TEST_FOLDERS = frozenset({"test_data", "test"})
 TEST_ANNOTATORS = ("1", "2", "3")
 CANCER_ONLY_ANNOTATORS = ("3",)

@@ -57,7 +57,7 @@ from ..execution.runner import (
     settings_hash,
 )
 from ..execution.tasks import Task
-from ..files import index_by_stem
+from ..files import files_under, index_by_stem
 from ..guards import is_inside
 from ..identity import file_identity
 from ..limits import check_pixels
@@ -174,16 +174,13 @@ def index_images(images: str | os.PathLike, exclude: Sequence[str | os.PathLike]
     if not root.is_dir():
         raise InputError(f"{root}: images folder not found")
     skip = [Path(e) for e in exclude if e is not None and Path(e).exists()]
-    paths = (p for p in sorted(root.rglob("*.png"))
-             if not p.name.startswith(".") and split_mask_stem(p.stem)[1] is None
-             and not any(is_inside(p, s) for s in skip))
+    paths = files_under(root, (".png",), case_sensitive=True,
+                        skip=lambda p: split_mask_stem(p.stem)[1] is not None or any(is_inside(p, s) for s in skip))
     return index_by_stem(paths, "image")
 
 
 def _map_ids(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.glob("*.png")) if not p.name.startswith(".")}
+    return {p.stem: p for p in files_under(folder, (".png",), recursive=False, case_sensitive=True)}
 
 
 def _test_maps(maps: Path, test_labels: str) -> tuple[dict[str, Path | None], Path | None]:
