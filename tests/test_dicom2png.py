@@ -294,7 +294,7 @@ def test_window_width_zero(tmp_path):
     row = convert_one(tmp_path, src)
     assert row["status"] == "error"
     assert row["error"].startswith("window width 0 is not usable (LINEAR needs a width of at least 1")
-    assert "--fallback" in row["error"]
+    assert "fallback=" in row["error"]
     row = convert_one(tmp_path, src, fallback="minmax")
     assert row["status"] == "ok" and row["voi_kind"] == "minmax"
     assert row["fallback_reason"].startswith("window width 0 is not usable")

@@ -129,6 +129,19 @@ def test_crop_larger_than_the_patches_is_a_one_line_error(release, tmp_path):
     assert "--crop 448 is larger than the 64-px crops of" in r.output and "train_rep0.h5" in r.output
 
 
+def test_crop_larger_than_the_patches_names_the_parameter_in_python(release):
+    from csaws_tools.train.augment import AugmentConfig
+    from csaws_tools.train.loop import TrainConfig, check_crop
+
+    _, p = release
+    cfg = TrainConfig(train_file=p.train_file_for(0), val_file=p.val_file, augment=AugmentConfig(crop=448))
+    with pytest.raises(SettingsError) as err:
+        check_crop(cfg)
+    message = str(err.value)
+    assert message.startswith("crop=448 is larger than the 64-px crops of") and message.endswith("use crop=64 or less")
+    assert "--" not in message and err.value.param == "crop"
+
+
 def test_prepare_on_a_full_disk_is_a_one_line_error(release, tmp_path, monkeypatch):
     from csaws_tools.cli.train import train
     from csaws_tools.train import prepare as prep
