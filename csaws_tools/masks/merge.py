@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import defaults
 from ..atomic import remove_stale_temporaries
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, SettingsError, one_line
 from ..execution.options import RunOptions, run_options
 from ..execution.runner import (
     BatchResult,
@@ -292,7 +292,7 @@ def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
     """
     root = Path(root)
     if not root.is_dir():
-        raise CsawsError(f"{root}: not a folder")
+        raise InputError(f"{root}: not a folder")
     release = find_release_root(root)
     if release is not None:
         items, problems = discover_release(release)
@@ -301,7 +301,7 @@ def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
         items, problems = discover_plain(root, Path(exclude) if exclude is not None else None)
         layout = "plain"
     if not items and not problems:
-        raise CsawsError(f"{root}: no masks found (expected the CSAW-S release layout, "
+        raise InputError(f"{root}: no masks found (expected the CSAW-S release layout, "
                          "<image>_<class>.png|tif|tiff files or <image>.geojson files)")
     return items, problems, layout
 
@@ -612,7 +612,7 @@ def merge_masks(
     """
     run = run_options(run, run_keywords, "merge_masks")
     if numbering not in NUMBERINGS:
-        raise CsawsError(f"unknown numbering {numbering!r}; expected one of {', '.join(NUMBERINGS)}")
+        raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}", param="numbering")
     scheme = parse_scheme(labels)
     release = find_release_root(root) if Path(root).is_dir() else None
     refuse_output_in_input(out, [("input", root), ("release", release),

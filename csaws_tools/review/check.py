@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, one_line
 from ..execution.manifests import escape_text
 from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES
 from ..limits import check_pixels
@@ -311,7 +311,7 @@ def check_dataset(root: str | os.PathLike) -> CheckReport:
     """Check the dataset under ``root`` (release layout or plain folders); read headers only, write nothing."""
     root = Path(root)
     if not root.is_dir():
-        raise CsawsError(f"{printable(root)}: not a folder")
+        raise InputError(f"{printable(root)}: not a folder")
     layout, base = find_layout(root)
     report = CheckReport(root=printable(root), layout=layout)
     walker = _Walker(report)

@@ -34,7 +34,7 @@ from ..guards import (
     input_paths_set,
     refuse_output_in_input,
 )
-from ..masks.classes import class_names
+from ..masks.classes import NUMBERINGS, class_names
 from ..masks.labelset import LabelSet
 from ..masks.labelset import palette as class_palette
 from ..png import SETTINGS_KEY, made_with, write_png
@@ -344,6 +344,9 @@ def preview(
         if not p.is_dir():
             raise InputError(f"{what}={str(p)!r} is not a folder", param=what)
     if numbering is not None:
+        if numbering not in NUMBERINGS:
+            raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}",
+                                param="numbering")
         names, colours = class_names(numbering), class_palette(numbering)
     else:
         labels = LabelSet.near(masks)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 from ..errors import InputError, SettingsError, one_line
 from ..execution.runner import map_ordered
 from ..files import MAP_SUFFIXES, files_under
-from ..masks.classes import PAPER_CLASS_TABLE, class_names
+from ..masks.classes import NUMBERINGS, PAPER_CLASS_TABLE, class_names
 from ..masks.counting import count_ids
 from ..masks.labelset import find_labels_json, names_from_labels_json
 from ..text import counted
@@ -100,6 +100,8 @@ def class_table(
     """
     import pandas as pd
 
+    if numbering is not None and numbering not in NUMBERINGS:
+        raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}", param="numbering")
     if by not in (None, "split"):
         raise SettingsError(f"by={by!r}: only by='split' (or None) is supported", param="by")
     paths, base = _collect(paths_or_dir)

@@ -78,7 +78,10 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"augmentation protocol {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+            from ..errors import SettingsError
+
+            raise SettingsError(f"protocol={self.protocol!r}: expected one of {', '.join(PROTOCOLS)}",
+                                param="protocol")
 
     def to_dict(self) -> dict:
         return asdict(self)
