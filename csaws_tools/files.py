@@ -10,7 +10,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "MAP_SUFFIXES", "files_under", "index_by_stem", "is_hidden", "subfolders"]
+__all__ = ["IMAGE_SUFFIXES", "MAP_SUFFIXES", "files_by_folder", "files_under", "index_by_stem", "is_hidden",
+           "subfolders"]
 
 #: Images a stage reads beside masks and label maps (PNG, TIFF, JPEG).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -52,6 +53,36 @@ def subfolders(folder: str | os.PathLike) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p))
+
+
+def files_by_folder(root: str | os.PathLike, on_loop: Callable[[str], None] | None = None) -> dict[Path, list[Path]]:
+    """The non-hidden files of every folder under ``root`` that has any, following links to folders.
+
+    Folders are walked top-down, sub-folders in sorted order, hidden ones left
+    out; a folder reached a second time (a symbolic-link loop, or a second link
+    to it) is not walked again and is passed to ``on_loop``. Unreadable folders
+    are passed over. Files are in the order the folder lists them.
+    """
+    out: dict[Path, list[Path]] = {}
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(os.fspath(Path(root)), followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            dirnames[:] = []
+            if on_loop is not None:
+                on_loop(dirpath)
+            continue
+        seen.add(key)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files = [Path(dirpath) / f for f in filenames if not f.startswith(".")]
+        if files:
+            out[Path(dirpath)] = files
+    return out
 
 
 def index_by_stem(paths: Iterable[Path], what: str,

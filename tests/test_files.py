@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from csaws_tools.files import files_under, index_by_stem, is_hidden, subfolders
+from csaws_tools.files import files_by_folder, files_under, index_by_stem, is_hidden, subfolders
 from csaws_tools.review.export import index_images
 
 
@@ -63,3 +63,15 @@ def test_subfolders_are_sorted_and_leave_out_hidden_folders_and_files(tmp_path):
 def test_is_hidden_looks_at_the_last_name_only(tmp_path):
     assert is_hidden(tmp_path / "._x.png") and is_hidden(".DS_Store")
     assert not is_hidden(tmp_path / ".cache" / "x.png")
+
+
+def test_files_by_folder_walks_every_folder_once_leaving_out_hidden_names_and_reporting_link_loops(tmp_path):
+    _touch(tmp_path, "a/1.png", "a/.x.png", "b/c/2.png", ".hidden/3.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "b" / "c" / "up").symlink_to(tmp_path / "b", target_is_directory=True)  # a loop
+    loops: list[str] = []
+    found = files_by_folder(tmp_path, loops.append)
+    assert sorted(found) == [tmp_path / "a", tmp_path / "b" / "c"]  # folders without files are left out
+    assert found[tmp_path / "a"] == [tmp_path / "a" / "1.png"]
+    assert found[tmp_path / "b" / "c"] == [tmp_path / "b" / "c" / "2.png"]
+    assert loops == [str(tmp_path / "b" / "c" / "up")]

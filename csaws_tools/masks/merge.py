@@ -49,7 +49,7 @@ from ..execution.runner import (
     task_hash,
 )
 from ..execution.tasks import Task
-from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES, files_under, subfolders
+from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES, files_by_folder, files_under, subfolders
 from ..guards import (
     clashes_with_input,
     input_paths_set,
@@ -141,33 +141,18 @@ def _group_folder(folder: Path, files: list[Path]) -> tuple[dict[str, ImageMasks
 
 
 def _files_by_folder(root: Path, loops: list[dict] | None = None) -> dict[Path, list[Path]]:
-    """Files of every folder under ``root``, following directory symlinks.
+    """Files of every folder under ``root``, following directory symlinks (:func:`csaws_tools.files.files_by_folder`).
 
     A symlink back to a folder already being walked (a loop) is not entered;
     it is reported in ``loops`` as one error row.
     """
-    out: dict[Path, list[Path]] = {}
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:  # a symlink loop (or a second link to a folder already walked)
-            dirnames[:] = []
-            if loops is not None:
-                loops.append({"source": dirpath, "output": None, "status": "error", "image_id": None,
-                              "error": f"{dirpath}: symbolic link to a folder already searched "
-                                       f"({os.path.realpath(dirpath)}); not searched twice"})
-            continue
-        seen.add(key)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files = [Path(dirpath) / f for f in filenames if not f.startswith(".")]
-        if files:
-            out[Path(dirpath)] = files
-    return out
+    def on_loop(dirpath: str) -> None:
+        if loops is not None:
+            loops.append({"source": dirpath, "output": None, "status": "error", "image_id": None,
+                          "error": f"{dirpath}: symbolic link to a folder already searched "
+                                   f"({os.path.realpath(dirpath)}); not searched twice"})
+
+    return files_by_folder(root, on_loop)
 
 
 def find_release_root(root: str | os.PathLike) -> Path | None:
