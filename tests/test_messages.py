@@ -188,3 +188,21 @@ def test_train_prepare_a_validation_set_too_large_is_named_as_the_parameter_and_
     assert result.exit_code == 2
     line = _error_line(result)
     assert line.startswith("error: --val-size 500 is more than the 10 images") and "pass --val-size 3 or less" in line
+
+
+def test_export_warning_names_the_parameter_in_python_and_the_flag_on_the_cli(image_and_maps, tmp_path):
+    from csaws_tools.review.export import export_nnunet
+
+    images, flat, _ = image_and_maps
+    maps = tmp_path / "MAPS"
+    (maps / "test" / "consensus").mkdir(parents=True)
+    (maps / "trainval").mkdir()
+    for image_id in ("000_1", "001_1"):
+        (maps / "trainval" / f"{image_id}.png").write_bytes((flat / "000_1.png").read_bytes())
+        (images / f"{image_id}.png").write_bytes((images / "000_1.png").read_bytes())
+    result = export_nnunet(maps, images, tmp_path / "raw", test_labels="annotator_1", workers=1, progress=False)
+    assert any(w.endswith("(pick another test_labels=)") for w in result.warnings), result.warnings
+    cli = CliRunner().invoke(main, ["export", "nnunet", str(maps), str(images), "-o", str(tmp_path / "raw2"),
+                                    "--test-labels", "annotator_1", "-j", "1", "--no-progress"])
+    warnings = [ln for ln in cli.output.splitlines() if ln.startswith("warning: ")]
+    assert any(w.endswith("(pick another --test-labels)") for w in warnings), cli.output
