@@ -31,25 +31,30 @@ def _resolved(path: str | os.PathLike) -> Path:
 
 
 def refuse_output_in_input(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike | None]],
-                           *, allow_inside: Iterable[str] = ()) -> None:
+                           *, allow_inside: Iterable[str] = (), params: Iterable[str] = ()) -> None:
     """Raise :class:`SettingsError` when the output folder ``out`` is, or lies inside, an input folder.
 
-    ``inputs`` are ``(option name, folder)`` pairs; an input whose option is
-    in ``allow_inside`` may hold the output folder (the command leaves the
+    ``inputs`` are ``(name, folder)`` pairs; an input whose name is in
+    ``allow_inside`` may hold the output folder (the command leaves the
     output folder out of its search), but may still not be equal to it.
+    Names in ``params`` are API parameters: the message writes them
+    ``name='folder'`` and the error carries the name (see :mod:`csaws_tools.errors`).
     """
-    allow = set(allow_inside)
+    allow, params = set(allow_inside), set(params)
     o = _resolved(out)
     for what, folder in inputs:
         if folder is None:
             continue
         f = _resolved(folder)
+        param = what if what in params else None
         if o == f:
-            raise SettingsError(f"{out}: the output folder is the {what} folder; writing there could "
-                                f"replace inputs: choose another output folder")
+            where = f"the input folder {what}={str(folder)!r}" if param else f"the {what} folder"
+            raise SettingsError(f"{out}: the output folder is {where}; writing there could "
+                                f"replace inputs: choose another output folder", param=param)
         if f in o.parents and what not in allow:
-            raise SettingsError(f"{out}: the output folder is inside the {what} folder {folder}; "
-                                f"choose an output folder outside it")
+            where = f"the input folder {what}={str(folder)!r}" if param else f"the {what} folder {folder}"
+            raise SettingsError(f"{out}: the output folder is inside {where}; "
+                                f"choose an output folder outside it", param=param)
 
 
 def input_paths_set(paths: Iterable[str | os.PathLike | None]) -> set[str]:

@@ -3,9 +3,10 @@
 Headers are checked against it *before* anything is allocated, so a small
 file that claims a huge image (a decompression bomb) is refused with one
 line instead of exhausting memory. The default (2**28 pixels, 16 times a
-4096 x 4096 mammogram) is generous for real data; ``--max-pixels`` on the
-command line, or the ``CSAWS_MAX_PIXELS`` environment variable (inherited by
-worker processes), changes it.
+4096 x 4096 mammogram) is generous for real data; :func:`set_max_pixels`,
+the ``CSAWS_MAX_PIXELS`` environment variable (inherited by worker
+processes) or ``--max-pixels`` on the command line changes it. Messages call
+the limit ``max_pixels``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def set_max_pixels(value: int | None) -> None:
         os.environ.pop(ENV_VAR, None)
         return
     if int(value) < 1:
-        raise SettingsError(f"max pixels must be at least 1, not {value}")
+        raise SettingsError(f"max_pixels={value!r} must be at least 1", param="max_pixels")
     os.environ[ENV_VAR] = str(int(value))
 
 
@@ -55,7 +56,7 @@ def check_pixels(shape: tuple[int, ...], what: object, limit: int | None = None)
     >>> check_pixels((60000, 60000), "bomb.png")
     Traceback (most recent call last):
     ...
-    csaws_tools.errors.InputError: bomb.png: header claims 60000 x 60000 = 3600000000 pixels, more than the limit of 268435456 (--max-pixels)
+    csaws_tools.errors.InputError: bomb.png: header claims 60000 x 60000 = 3600000000 pixels, more than the limit of 268435456 (max_pixels; CSAWS_MAX_PIXELS)
     """
     limit = max_pixels() if limit is None else limit
     total = 1
@@ -65,7 +66,8 @@ def check_pixels(shape: tuple[int, ...], what: object, limit: int | None = None)
         total *= int(n)
     if total > limit:
         dims = " x ".join(str(int(n)) for n in shape)
-        raise InputError(f"{what}: header claims {dims} = {total} pixels, more than the limit of {limit} (--max-pixels)")
+        raise InputError(f"{what}: header claims {dims} = {total} pixels, more than the limit of {limit} "
+                         f"(max_pixels; {ENV_VAR})", param="max_pixels")
 
 
 def header_shape(path: str | os.PathLike) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import OutputError
+from .errors import OutputError, SettingsError
 from .png import write_png
 
 KINDS = ("cityscapes", "voc")
@@ -257,7 +257,7 @@ def write_public_sample(kind: str, out: str | os.PathLike, *, seed: int = 0,
     if out.is_dir() and any(out.iterdir()) and not (out / marker).is_dir():
         raise OutputError(f"{out} is not empty and not a previous {kind} sample; give a new folder")
     if size is not None and (size[0] < 16 or size[1] < 16):
-        raise OutputError(f"--size {size[0]}x{size[1]} is too small for a scene; use at least 16x16")
+        raise SettingsError(f"size={tuple(size)!r} is too small for a scene; use at least (16, 16)", param="size")
     if kind == "cityscapes":
         counts = write_cityscapes_sample(out, seed, size or CITYSCAPES_SIZE)
     else:

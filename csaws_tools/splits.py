@@ -39,7 +39,8 @@ import numpy as np
 
 from . import __version__, defaults
 from .atomic import write_text_atomic
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, SettingsError
+from .files import files_under
 from .jsonfile import read_json_object
 from .masks.classes import split_mask_stem
 from .text import counted
@@ -76,9 +77,7 @@ def find_images(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise InputError(f"{root}: not a folder")
     trainval: set[str] = set()
     test: set[str] = set()
-    for path in root.rglob("*.png"):
-        if path.name.startswith("."):
-            continue
+    for path in files_under(root, (".png",), case_sensitive=True):
         image_id, token = split_mask_stem(path.stem)
         if token is not None:
             continue
@@ -229,15 +228,16 @@ def make_splits(
     else:
         for n in sizes:
             if n <= 0:
-                raise InputError(f"subset size must be positive, not {n}")
+                raise SettingsError(f"sizes: a subset size must be positive, not {n}", param="sizes")
             if n > len(train_images):
                 raise InputError(
                     f"subset size {n} exceeds the {len(train_images)} training images "
-                    f"({len(train)} patients); pass smaller --sizes (for example "
-                    f"{max(1, len(train_images) // 3)},{max(1, 2 * len(train_images) // 3)})"
+                    f"({len(train)} patients); pass smaller sizes (for example "
+                    f"sizes=[{max(1, len(train_images) // 3)}, {max(1, 2 * len(train_images) // 3)}])",
+                    param="sizes",
                 )
         if repetitions < 1:
-            raise InputError(f"repetitions must be at least 1, not {repetitions}")
+            raise SettingsError(f"repetitions={repetitions!r} must be at least 1", param="repetitions")
         short: list[str] = []
         for rep in range(repetitions):
             rep_seed = _derived_seed(seed, 1, rep)

@@ -210,7 +210,7 @@ def test_csaws_adapter_reads_merge_masks_output_read_only(sample_root, tmp_path)
     assert img.ndim == 3 and img.shape[2] == 1
     assert set(np.unique(a.read_label(items[0].label)).tolist()) <= set(range(12))
     assert sorted((p, p.stat().st_mtime_ns) for p in maps.rglob("*")) == before
-    with pytest.raises(InputError, match="--images"):
+    with pytest.raises(InputError, match=r"images="):
         get_adapter("csaws", maps)
 
 
@@ -408,7 +408,7 @@ def test_cityscapes_split_val_from_official_train_and_test_is_official_val(cs_ro
     with pytest.raises(InputError) as err:
         paper_split(a, found, val_size=None, seed=0)  # the paper's 500 on a tiny dataset
     msg = str(err.value)
-    assert "--val-size 500" in msg and "pass --val-size 3" in msg and "\n" not in msg
+    assert "val_size=500" in msg and "pass val_size=3" in msg and "\n" not in msg
 
 
 def test_voc_split_train_official_val_and_test_share_the_official_val(voc_root):
@@ -466,7 +466,7 @@ def test_subset_size_larger_than_the_training_set_suggests_sizes(voc_root, tmp_p
     a = get_adapter("voc", voc_root)
     with pytest.raises(InputError) as err:
         prepare_dataset(a, tmp_path / "o", val_size=4, size=16, workers=1, progress=False)  # paper sizes up to 1464
-    assert "subset size 25 exceeds the 12 training images" in str(err.value) and "--sizes" in str(err.value)
+    assert "subset size 25 exceeds the 12 training images" in str(err.value) and "sizes=" in str(err.value)
     with pytest.raises(SettingsError, match="needs groups"):
         prepare_dataset(a, tmp_path / "o", val_size=4, sizes=(3,), ordering="by-city", size=16, progress=False)
 

@@ -294,7 +294,7 @@ def test_window_width_zero(tmp_path):
     row = convert_one(tmp_path, src)
     assert row["status"] == "error"
     assert row["error"].startswith("window width 0 is not usable (LINEAR needs a width of at least 1")
-    assert "--fallback" in row["error"]
+    assert "fallback=" in row["error"]
     row = convert_one(tmp_path, src, fallback="minmax")
     assert row["status"] == "ok" and row["voi_kind"] == "minmax"
     assert row["fallback_reason"].startswith("window width 0 is not usable")
@@ -374,7 +374,7 @@ def test_preferred_plugin_failure_falls_back(shared_data, monkeypatch):
 def test_multi_frame(tmp_path):
     frames = np.stack([image(seed=i) for i in range(3)])
     src = write_dicom(tmp_path / "mf.dcm", frames, WindowCenter=2048, WindowWidth=4096)
-    assert convert_one(tmp_path, src)["error"] == "multi-frame image (3 frames): choose one with --frame N (0..2) or every one with --frame all"
+    assert convert_one(tmp_path, src)["error"] == "multi-frame image (3 frames): choose one with frame=N (0..2) or every one with frame='all'"
     assert convert_one(tmp_path, src, frame=5)["error"] == "frame 5 does not exist: the file has 3 frame(s) (0..2)"
     row = convert_one(tmp_path, src, frame=1)
     assert row["status"] == "ok" and row["frame"] == 1

@@ -437,7 +437,7 @@ def test_max_pixels_option(tmp_path):
         res = CliRunner().invoke(_cli(), ["dicom2png", str(src), "-o", str(tmp_path / "o"), "--max-pixels", "1000",
                                           "-j", "1", "--no-progress"])
         assert res.exit_code == 1
-        assert "header claims 64 x 48 = 3072 pixels, more than the limit of 1000 (--max-pixels)" in res.stderr
+        assert "header claims 64 x 48 = 3072 pixels, more than the limit of 1000 (max_pixels; CSAWS_MAX_PIXELS)" in res.stderr
     finally:
         if env_before is None:
             os.environ.pop("CSAWS_MAX_PIXELS", None)

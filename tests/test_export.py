@@ -244,8 +244,31 @@ def test_release_numbered_maps_are_renumbered_and_binary_maps_cannot_give_all_cl
     (tmp_path / "labels.json").write_text(json.dumps({
         "numbering": "standard", "scheme": export_scheme("binary").to_dict(), "classes": []}))
     assert label_lut(tmp_path, export_scheme("without"))[:3].tolist() == [0, 1, 255]
-    with pytest.raises(InputError, match="rerun merge-masks without --labels"):
+    with pytest.raises(InputError, match="rerun merge_masks without labels="):
         label_lut(tmp_path, export_scheme("with"))
+
+
+def test_nnunet_export_takes_run_options_like_the_other_stages_and_the_old_keywords_alike(tmp_path):
+    from csaws_tools.errors import SettingsError
+    from csaws_tools.execution.options import RunOptions
+
+    maps, images = _tiny(tmp_path)
+    with_run = export_nnunet(maps, images, tmp_path / "a", run=RunOptions(workers=1, progress=False))
+    with_keywords = export_nnunet(maps, images, tmp_path / "b", workers=1, progress=False)
+    assert with_run.exit_code == with_keywords.exit_code == 0
+    folder_a, folder_b = with_run.folder, with_keywords.folder
+    made = sorted(p.relative_to(folder_a) for p in folder_a.rglob("*.png"))
+    assert made and made == sorted(p.relative_to(folder_b) for p in folder_b.rglob("*.png"))
+    assert all((folder_a / r).read_bytes() == (folder_b / r).read_bytes() for r in made)
+    rerun = export_nnunet(maps, images, tmp_path / "a", run=RunOptions(workers=1, progress=False))
+    assert rerun.count("skipped") == len(rerun.rows) > 0
+    again = export_nnunet(maps, images, tmp_path / "a", run=RunOptions(workers=1, progress=False, overwrite=True))
+    assert again.count("ok") == len(again.rows) and again.count("skipped") == 0  # overwrite from the run options
+    with pytest.raises(SettingsError, match="shard does not apply to export_nnunet"):
+        export_nnunet(maps, images, tmp_path / "c", run=RunOptions(shard=(1, 2), progress=False))
+    with pytest.raises(TypeError, match="export_nnunet.*'wokers'"):
+        export_nnunet(maps, images, tmp_path / "c", wokers=1)
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_map_holding_an_id_outside_its_classes_is_one_failed_case(tmp_path):

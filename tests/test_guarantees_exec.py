@@ -446,7 +446,7 @@ def test_batch_options_set_max_pixels_hash_inputs_and_quiet(tmp_path, monkeypatc
     res = CliRunner().invoke(cmd, ["-o", str(tmp_path), "--max-pixels", "1000", "--hash-inputs", "--quiet"])
     assert res.exit_code == 0, res.output
     assert seen == {"max_pixels": 1000, "hash": "1", "quiet": True, "refused":
-                    "bomb.png: header claims 40 x 40 = 1600 pixels, more than the limit of 1000 (--max-pixels)"}
+                    "bomb.png: header claims 40 x 40 = 1600 pixels, more than the limit of 1000 (max_pixels; CSAWS_MAX_PIXELS)"}
     assert "CSAWS_MAX_PIXELS" not in os.environ and "CSAWS_HASH_INPUTS" not in os.environ  # restored
     res = CliRunner().invoke(cmd, ["-o", str(tmp_path), "--no-progress"])
     assert seen == {"max_pixels": 2**28, "hash": None, "quiet": True, "refused": None}

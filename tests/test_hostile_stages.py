@@ -334,7 +334,7 @@ def test_tiff_mask_claiming_40000_by_40000_is_refused_from_its_header(tmp_path):
     result, peak = _peak_mb(lambda: merge_masks(root, tmp_path / "out", workers=1, progress=False))
     (row,) = result.rows
     assert row["status"] == "error"
-    assert "a_cancer.tif" in row["error"] and "40000 x 40000" in row["error"] and "--max-pixels" in row["error"]
+    assert "a_cancer.tif" in row["error"] and "40000 x 40000" in row["error"] and "max_pixels" in row["error"]
     assert "\n" not in row["error"]
     assert peak < 50, f"peak {peak:.0f} MB"
 

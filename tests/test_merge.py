@@ -378,7 +378,7 @@ def test_geojson_size_from_option_or_error(tmp_path):
     (gj / "a.geojson").write_text(json.dumps([feature({"type": "Polygon", "coordinates": [square(1, 1, 3, 3)]},
                                                       "cancer")]))
     result = run(gj, tmp_path / "out")
-    assert result.exit_code == 1 and "--size" in result.rows[0]["error"]
+    assert result.exit_code == 1 and "size=(ROWS, COLS)" in result.rows[0]["error"]
     result = run(gj, tmp_path / "out", size=(5, 4), overwrite=True)
     assert result.exit_code == 0
     got = read_png(tmp_path / "out" / "a.png")

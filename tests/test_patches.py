@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from csaws_tools.batch import read_manifest
-from csaws_tools.errors import InputError
+from csaws_tools.errors import InputError, SettingsError
 from csaws_tools.patches import (
     draw_centres,
     manifest_path_for,
@@ -307,7 +307,7 @@ def test_bad_inputs_are_clear_per_image_errors(tmp_path):
 def test_empty_split_and_bad_settings(dataset, tmp_path):
     with pytest.raises(InputError, match="no images selected"):
         write(dataset, tmp_path / "p.h5", image_ids=[])
-    with pytest.raises(InputError, match="unknown layout"):
+    with pytest.raises(SettingsError, match="layout="):
         write(dataset, tmp_path / "p.h5", layout="zarr")
     splits = {"format": "csaws-splits/1", "train": {"images": []}, "val": {"images": ["000_1"]},
               "test": {"images": []}, "subsets": {}}

@@ -214,7 +214,7 @@ def test_csaws_patches_keep_one_channel_no_void_and_the_cancer_scheme(small_rele
     data = run_data(TrainConfig(p.train_file_for(0), p.val_file, scheme="all"))
     assert not data.images and data.channels == 1 and data.ignore_index is None and data.ce_ignore == -100
     assert data.scheme.num_classes == 12 and data.dataset == "csaws" and data.target == "cancer"
-    with pytest.raises(SettingsError, match="--target and coarse labels"):
+    with pytest.raises(SettingsError, match="target= and labels=.coarse. apply"):
         run_data(TrainConfig(p.train_file_for(0), p.val_file, target="person"))
 
 

@@ -54,7 +54,7 @@ def test_prepare_own_subsets_on_request_and_narrowing(release, tmp_path):
                        subsets="own", **kw)
     sp = json.loads(Path(p.splits).read_text())
     assert sp["subset_rule"]["source"] == "sampled" and sp["subsets"]["2"]["0"]["seed"] is not None
-    with pytest.raises(SettingsError, match=r"--sizes 7: .*training_random_splits\.json has subsets of 1, 2"):
+    with pytest.raises(SettingsError, match=r"sizes=\[7\]: .*training_random_splits\.json has subsets of 1, 2"):
         prepare_inputs(root / "raw" / "CsawS", root / "maps", tmp_path / "n", sizes=(7,), **kw)
     with pytest.raises(InputError, match="no training_random_splits.json"):
         prepare_inputs(root / "maps", root / "maps", tmp_path / "r", subsets="release", **kw)
@@ -127,6 +127,19 @@ def test_crop_larger_than_the_patches_is_a_one_line_error(release, tmp_path):
                                    "--no-progress", "--device", "cpu"])
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "--crop 448 is larger than the 64-px crops of" in r.output and "train_rep0.h5" in r.output
+
+
+def test_crop_larger_than_the_patches_names_the_parameter_in_python(release):
+    from csaws_tools.train.augment import AugmentConfig
+    from csaws_tools.train.loop import TrainConfig, check_crop
+
+    _, p = release
+    cfg = TrainConfig(train_file=p.train_file_for(0), val_file=p.val_file, augment=AugmentConfig(crop=448))
+    with pytest.raises(SettingsError) as err:
+        check_crop(cfg)
+    message = str(err.value)
+    assert message.startswith("crop=448 is larger than the 64-px crops of") and message.endswith("use crop=64 or less")
+    assert "--" not in message and err.value.param == "crop"
 
 
 def test_prepare_on_a_full_disk_is_a_one_line_error(release, tmp_path, monkeypatch):

@@ -191,7 +191,7 @@ def test_pretrained_imagenet_offline_without_file_says_where_to_put_it(offline):
     with pytest.raises(SettingsError) as err:
         resolve_pretrained("imagenet")
     msg = str(err.value)
-    assert "\n" not in msg and str(offline) in msg and IMAGENET_FILE in msg and "--pretrained none" in msg
+    assert "\n" not in msg and str(offline) in msg and IMAGENET_FILE in msg and "pretrained='none'" in msg
     assert resolve_pretrained("none") is None
 
 

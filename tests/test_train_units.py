@@ -171,7 +171,7 @@ def test_augmentation_intensity_and_normalisation():
     assert torch.allclose(a2, torch.full_like(a2, (0.5 - 0.176) / 0.218))
     u8, _ = augment_batch((img * 255).to(torch.uint8)[:, 0], mask, AugmentConfig(crop=16), generator=g)
     assert u8.shape == (4, 1, 16, 16) and u8.dtype == torch.float32
-    with pytest.raises(SettingsError, match="--crop 64"):
+    with pytest.raises(SettingsError, match="crop=64"):
         augment_batch(img, mask, AugmentConfig(crop=64))
 
 

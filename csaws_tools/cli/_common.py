@@ -6,8 +6,9 @@ import contextlib
 import functools
 import inspect
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import click
 
@@ -122,7 +123,7 @@ def _shard_callback(ctx: click.Context, param: click.Parameter, value: str | Non
     try:
         return parse_shard(value)
     except CsawsError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(cli_message(exc, ctx)) from None
 
 
 def int_list(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> tuple[int, ...] | None:
@@ -138,15 +139,79 @@ def int_list(ctx: click.Context | None, param: click.Parameter | None, value: st
     return out
 
 
+def option_for(ctx: click.Context | None, param: str) -> click.Option | None:
+    """The option of the running command (or of a group above it) for the API parameter ``param``.
+
+    Matched by the option's Python name (``crop``) or by its spelling
+    (``--val-size`` for ``val_size``); None when the command has no such option.
+    """
+    flag = "--" + param.replace("_", "-")
+    while ctx is not None:
+        for p in ctx.command.params:
+            if isinstance(p, click.Option) and (p.name == param or flag in p.opts):
+                return p
+        ctx = ctx.parent
+    return None
+
+
+#: A value as the API messages write it: a quoted string, a list/tuple, or a word (number, N, True).
+_VALUE = r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\[[^\]]*\]|\([^)]*\)|[\w.+-]+"""
+_PLAIN = re.compile(r"[\w.,/:+-]+")
+
+
+def _cli_value(value: str) -> str:
+    """``'x.pth'`` -> ``x.pth`` (quotes only where the shell needs none); ``[7, 9]`` -> ``7,9``."""
+    if value[:1] in "[(" and value[-1:] in "])":
+        return ",".join(v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip())
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" and _PLAIN.fullmatch(value[1:-1]):
+        return value[1:-1]
+    return value
+
+
+def cli_message(exc: CsawsError, ctx: click.Context | None = None) -> str:
+    """``exc``'s message with its parameters spelled as the running command's options.
+
+    The library writes ``crop=448 is larger ...`` (:mod:`csaws_tools.errors`);
+    the command line shows ``--crop 448 is larger ...``; a flag's value is
+    dropped (``overwrite=True`` -> ``--overwrite``). Parameters the command
+    has no option for keep the API spelling.
+    """
+    return cli_text(str(exc), exc.params, ctx)
+
+
+def cli_text(text: str, params: Iterable[str], ctx: click.Context | None = None) -> str:
+    """:func:`cli_message` for a line that is not an exception (a warning naming ``params``)."""
+    if ctx is None:
+        ctx = click.get_current_context(silent=True)
+    for param in params:
+        option = option_for(ctx, param)
+        if option is None:
+            continue
+        longs = [o for o in option.opts if o.startswith("--")] or list(option.opts)
+        flag = max(longs, key=len)
+        pattern = re.compile(rf"(?<![\w.\-/]){re.escape(param)}=({_VALUE})?")
+
+        def spell(m: re.Match, flag: str = flag, is_flag: bool = bool(option.is_flag)) -> str:
+            value = m.group(1)
+            return flag if is_flag or not value else f"{flag} {_cli_value(value)}"
+
+        text = pattern.sub(spell, text)
+    return text
+
+
 def handle_errors(func: Callable) -> Callable:
-    """Turn a :class:`CsawsError` into ``error: <message>`` and exit status 2."""
+    """Turn a :class:`CsawsError` into ``error: <message>`` and exit status 2.
+
+    The message names the command's options where the library named its
+    parameters (:func:`cli_message`).
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except CsawsError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {cli_message(exc)}", err=True)
             sys.exit(2)
 
     return wrapper

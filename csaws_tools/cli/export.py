@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ._common import handle_errors
+from ._common import cli_text, handle_errors
 
 _TEST_LABELS = click.Choice(["consensus", "annotator_1", "annotator_2", "annotator_3", "none"])
 
@@ -84,14 +84,15 @@ def nnunet(maps, images, out, dataset_id, name, labels, normalization, test_labe
     Then: nnUNetv2_plan_and_preprocess -d 501 --verify_dataset_integrity
           nnUNetv2_train 501 2d 0
     """
+    from ..execution.options import RunOptions
     from ..review.export import export_nnunet
 
     result = export_nnunet(maps, images, out, dataset_id=dataset_id, name=name, labels=labels,
                            normalization=normalization, test_labels=test_labels, splits=splits_file, seed=seed,
-                           link=not copy, workers=workers, overwrite=overwrite, fail_fast=fail_fast,
-                           progress=not no_progress)
+                           link=not copy, run=RunOptions(workers=workers, overwrite=overwrite,
+                                                         fail_fast=fail_fast, progress=not no_progress))
     for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {cli_text(w, ('test_labels',))}", err=True)
     ds = result.dataset_json or {}
     click.echo(f"{result.summary(timing=True)}; {ds.get('numTraining', 0)} training cases, "
                f"{len(ds.get('labels', {}))} labels, {len(result.folds or [])} fold(s)")
@@ -150,7 +151,7 @@ def monai(maps, images, out, base_dir, test_labels, splits_file, train_split, re
     result = export_monai(maps, images, out, base_dir=base_dir, test_labels=test_labels, splits=splits_file,
                           train_split=train_split, repetition=repetition, seed=seed)
     for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {cli_text(w, ('test_labels',))}", err=True)
     for p in result.problems:
         click.echo(f"error: {p}", err=True)
     click.echo(result.summary())

@@ -143,7 +143,7 @@ def convert_file(
     except CsawsError as exc:
         row.update(status="error", error=one_line(exc))
     except MemoryError:
-        row.update(status="error", error="out of memory while decoding (lower --max-pixels or --workers)")
+        row.update(status="error", error="out of memory while decoding (lower max_pixels= or workers=)")
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
         row.update(status="error", error=_clean(f"cannot read the file ({one_line(exc)})")[:500])
     row["warnings"] = "; ".join(notes) or None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, SettingsError, one_line
 from ..naming import sanitise
 from .header import _dcmread
 
@@ -82,7 +82,7 @@ def find_inputs(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike 
     for item in inputs:
         item = Path(item)
         if not item.exists():
-            raise CsawsError(f"{item}: input does not exist")
+            raise InputError(f"{item}: input does not exist")
         if not item.is_dir():
             found.append(Found(item, PurePosixPath(item.name), False))
             continue
@@ -181,30 +181,31 @@ class NameTemplate:
         try:
             parsed = list(string.Formatter().parse(template))
         except ValueError as exc:
-            raise CsawsError(f"--name {template!r}: {exc}") from None
+            raise SettingsError(f"name={template!r}: {exc}", param="name") from None
         tags = []
         for literal, fieldname, spec, conv in parsed:
             if "\\" in literal or "\0" in literal:
-                raise CsawsError(f"--name {template!r}: backslashes and NUL are not allowed")
+                raise SettingsError(f"name={template!r}: backslashes and NUL are not allowed", param="name")
             if fieldname is not None:
                 if conv:
-                    raise CsawsError(f"--name {template!r}: conversions like !r are not supported")
+                    raise SettingsError(f"name={template!r}: conversions like !r are not supported", param="name")
                 if fieldname not in self.SPECIAL:
                     tag = tag_for_keyword(fieldname)
                     if tag is None:
-                        raise CsawsError(
-                            f"--name {template!r}: {{{fieldname}}} is not a DICOM keyword "
-                            f"(for example PatientID, SOPInstanceUID, InstanceNumber) or one of {self.SPECIAL}"
+                        raise SettingsError(
+                            f"name={template!r}: {{{fieldname}}} is not a DICOM keyword "
+                            f"(for example PatientID, SOPInstanceUID, InstanceNumber) or one of {self.SPECIAL}",
+                            param="name",
                         )
                     tags.append(tag)
             self.pieces.append((literal, fieldname, spec or ""))
         if not any(f for _, f, _ in self.pieces):
-            raise CsawsError(f"--name {template!r}: the template has no {{field}}, so every output would collide")
+            raise SettingsError(f"name={template!r}: the template has no {{field}}, so every output would collide", param="name")
         if template.startswith("/"):
-            raise CsawsError(f"--name {template!r}: must be a relative name")
+            raise SettingsError(f"name={template!r}: must be a relative name", param="name")
         for part in template.split("/"):
             if part in ("", ".", ".."):
-                raise CsawsError(f"--name {template!r}: empty, '.' or '..' path parts are not allowed")
+                raise SettingsError(f"name={template!r}: empty, '.' or '..' path parts are not allowed", param="name")
         self.tags = tags
         self.has_frame = any(f == "frame" for _, f, _ in self.pieces)
 
@@ -224,20 +225,21 @@ class NameTemplate:
             try:
                 text = format(value, spec)
             except (ValueError, TypeError) as exc:
-                raise InputError(f"--name field {{{fieldname}:{spec}}} cannot format {value!r}: {exc}") from None
+                raise InputError(f"field {{{fieldname}:{spec}}} of name= cannot format {value!r}: {exc}",
+                                 param="name") from None
             out.append(sanitise(text))
         if frame is not None and frames > 1 and not self.has_frame:
             out.append(frame_suffix(frame, frames))
         rel = PurePosixPath("".join(out) + ".png")
         if rel.is_absolute() or any(p in ("", ".", "..") for p in rel.parts):
-            raise InputError(f"--name gives an unsafe output name {str(rel)!r}")
+            raise InputError(f"name= gives an unsafe output name {str(rel)!r}", param="name")
         return rel
 
 
 def _template_value(ds, keyword: str) -> Any:
     elem = ds.data_element(keyword) if keyword in ds else None
     if elem is None or elem.value is None or elem.value == "":
-        raise InputError(f"--name field {{{keyword}}}: the file has no {keyword} value")
+        raise InputError(f"field {{{keyword}}} of name=: the file has no {keyword} value", param="name")
     value = elem.value
     if elem.VR == "IS":
         return int(value) if elem.VM == 1 else "-".join(str(int(v)) for v in value)

@@ -81,7 +81,7 @@ def _check_image(ds, info: dict, frame: int | None, colour: str = "convert",
     elif is_colour and colour == "refuse":
         raise InputError(
             f"Photometric Interpretation {pi} with {spp} sample(s) per pixel: only greyscale images "
-            "(MONOCHROME1/MONOCHROME2) are converted with --colour refuse"
+            "(MONOCHROME1/MONOCHROME2) are converted with colour='refuse'", param="colour"
         )
     else:
         raise InputError(
@@ -94,7 +94,8 @@ def _check_image(ds, info: dict, frame: int | None, colour: str = "convert",
         raise InputError(f"Number of Frames is {frames}; at least 1 is needed")
     if frames > 1 and frame is None:
         raise InputError(
-            f"multi-frame image ({frames} frames): choose one with --frame N (0..{frames - 1}) or every one with --frame all"
+            f"multi-frame image ({frames} frames): choose one with frame=N (0..{frames - 1}) "
+            "or every one with frame='all'", param="frame"
         )
     if frame is not None and frames > 1 and not 0 <= frame < frames:
         raise InputError(f"frame {frame} does not exist: the file has {frames} frame(s) (0..{frames - 1})")

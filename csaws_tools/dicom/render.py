@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import defaults
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, SettingsError, one_line
 from . import voi as voi_mod
 from .header import captured, header_fields
 from .pixels import _COLOUR, load_image
@@ -30,10 +30,10 @@ def _frame_setting(value: int | str | None) -> int | str | None:
         return value
     if isinstance(value, str):
         if not value.isdigit():
-            raise CsawsError(f"frame must be a 0-based number or 'all', not {value!r}")
+            raise SettingsError(f"frame={value!r}: must be a 0-based number or 'all'", param="frame")
         value = int(value)
     if int(value) < 0:
-        raise CsawsError(f"frame must be 0 or more, not {value}")
+        raise SettingsError(f"frame={value!r} must be 0 or more", param="frame")
     return int(value)
 
 
@@ -57,21 +57,24 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.voi not in voi_mod.VOI_MODES:
-            raise CsawsError(f"voi must be one of {', '.join(voi_mod.VOI_MODES)}, not {self.voi!r}")
+            raise SettingsError(f"voi={self.voi!r}: must be one of {', '.join(voi_mod.VOI_MODES)}", param="voi")
         if self.fallback not in voi_mod.FALLBACKS:
-            raise CsawsError(f"fallback must be one of {', '.join(voi_mod.FALLBACKS)}, not {self.fallback!r}")
+            raise SettingsError(f"fallback={self.fallback!r}: must be one of {', '.join(voi_mod.FALLBACKS)}",
+                                param="fallback")
         if self.bits not in (8, 16):
-            raise CsawsError(f"bits must be 8 or 16, not {self.bits}")
+            raise SettingsError(f"bits={self.bits!r}: must be 8 or 16", param="bits")
         if self.voi == "none" and self.voi_index is not None:
-            raise CsawsError("a VOI index was given but voi is 'none' (no VOI step to choose a preset of)")
+            raise SettingsError("voi_index= was given but voi='none' (no VOI step to choose a preset of)",
+                                param=("voi_index", "voi"))
         if self.voi_index is not None and self.voi_index < 0:
-            raise CsawsError(f"voi_index must be 0 or more, not {self.voi_index}")
+            raise SettingsError(f"voi_index={self.voi_index!r} must be 0 or more", param="voi_index")
         object.__setattr__(self, "frame", _frame_setting(self.frame))
         if self.colour not in COLOUR_MODES:
-            raise CsawsError(f"colour must be one of {', '.join(COLOUR_MODES)}, not {self.colour!r}")
+            raise SettingsError(f"colour={self.colour!r}: must be one of {', '.join(COLOUR_MODES)}", param="colour")
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
-            raise CsawsError(f"percentiles must satisfy 0 <= low < high <= 100, not {self.percentiles}")
+            raise SettingsError(f"percentiles={self.percentiles!r}: must satisfy 0 <= low < high <= 100",
+                                param="percentiles")
 
     def settings(self) -> dict:
         return {
@@ -100,7 +103,8 @@ def render_dataset(image: np.ndarray, ds, options: Options) -> tuple[np.ndarray,
     chosen = voi_mod.select_voi(ds, mode=options.voi, index=options.voi_index)
     if chosen.kind == "fallback":
         if options.fallback == "error":
-            raise InputError(f"{chosen.reason}; choose a fallback (--fallback minmax or percentile) to convert anyway")
+            raise InputError(f"{chosen.reason}; choose a fallback (fallback='minmax' or fallback='percentile') "
+                             "to convert anyway", param="fallback")
         chosen = voi_mod.fallback_voi(image, modality, options.fallback, chosen.reason or "", options.percentiles,
                                       exclude=padding)
     invert = voi_mod.inverted(ds)

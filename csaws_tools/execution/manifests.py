@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, SettingsError, one_line
 
 STATUSES = ("ok", "skipped", "error")
 #: Columns every manifest starts with, in this order.
@@ -94,11 +94,12 @@ def default_merged_path(paths: Sequence[Path]) -> Path:
     for p in paths:
         m = SHARD_NAME.match(p.name)
         if m is None:
-            raise CsawsError(f"{p}: not named like a shard manifest; give the merged manifest's name with -o")
+            raise SettingsError(f"{p}: not named like a shard manifest; give the merged manifest's name (out=)",
+                                param="out")
         targets.add(p.with_name(m["stem"] + m["suffix"]))
     if len(targets) != 1:
         names = ", ".join(sorted(str(t) for t in targets))
-        raise CsawsError(f"the shard manifests belong to different runs ({names}); give them separately")
+        raise InputError(f"the shard manifests belong to different runs ({names}); give them separately")
     return targets.pop()
 
 
@@ -142,7 +143,8 @@ def merge_manifests(
         raise InputError("no manifests to merge")
     out_path = Path(out) if out is not None else default_merged_path(paths)
     if any(out_path.resolve() == p.resolve() for p in paths):
-        raise CsawsError(f"{out_path}: the merged manifest would overwrite one of its inputs")
+        raise SettingsError(f"{out_path}: the merged manifest would overwrite one of its inputs (out=)",
+                            param="out")
 
     frames, metas, files = [], [], []
     for p in paths:
@@ -166,7 +168,7 @@ def merge_manifests(
         hashes.setdefault(h, []).append(f.path.name)
     if len(hashes) > 1:
         detail = "; ".join(f"{h}: {', '.join(names)}" for h, names in hashes.items())
-        raise CsawsError(f"the manifests were made with different settings (settings hash {detail})")
+        raise InputError(f"the manifests were made with different settings (settings hash {detail})")
 
     # Shards 1..N, each once.
     shards = [f.shard for f in files]
@@ -175,25 +177,25 @@ def merge_manifests(
     if any(s is not None for s in shards):
         plain = [f.path.name for f in files if f.shard is None]
         if plain:
-            raise CsawsError(f"cannot mix shard manifests with whole-run manifests ({', '.join(plain)})")
+            raise InputError(f"cannot mix shard manifests with whole-run manifests ({', '.join(plain)})")
         ns = {s[1] for s in shards if s is not None}
         if len(ns) > 1:
-            raise CsawsError(f"the manifests are shards of different splits (N = {', '.join(map(str, sorted(ns)))})")
+            raise InputError(f"the manifests are shards of different splits (N = {', '.join(map(str, sorted(ns)))})")
         n_total = ns.pop()
         by_index: dict[int, str] = {}
         for f in files:
             assert f.shard is not None  # checked above: no whole-run manifest among shards
             i = f.shard[0]
             if i in by_index:
-                raise CsawsError(f"shard {i}/{n_total} is given twice ({by_index[i]} and {f.path})")
+                raise InputError(f"shard {i}/{n_total} is given twice ({by_index[i]} and {f.path})")
             by_index[i] = str(f.path)
         missing = [i for i in range(1, n_total + 1) if i not in by_index]
         if missing:
             listed = _ranges(missing)
             message = (f"{len(missing)} of {n_total} shards missing (shard {listed}); "
-                       "rerun them with --shard I/N, or merge what is there with --allow-missing")
+                       "rerun them with shard=I/N, or merge what is there with allow_missing=True")
             if not allow_missing:
-                raise CsawsError(message)
+                raise InputError(message, param="allow_missing")
             warnings.warn(message.split(";")[0] + "; the merged manifest is incomplete",
                           MissingShardWarning, stacklevel=2)
 
@@ -209,7 +211,7 @@ def merge_manifests(
             owner.setdefault(src, f.path.name)
     if clashes:
         more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
-        raise CsawsError(f"{len(clashes)} inputs appear in more than one manifest: {'; '.join(clashes[:3])}{more}")
+        raise InputError(f"{len(clashes)} inputs appear in more than one manifest: {'; '.join(clashes[:3])}{more}")
 
     # No output written by two manifests: two inputs of different shards that a
     # --name template maps to one file would otherwise overwrite each other unseen.
@@ -224,7 +226,7 @@ def merge_manifests(
             writer.setdefault(str(out), f.path.name)
     if overwritten:
         more = f" and {len(overwritten) - 3} more" if len(overwritten) > 3 else ""
-        raise CsawsError(f"{len(overwritten)} outputs were written by more than one manifest (one overwrote "
+        raise InputError(f"{len(overwritten)} outputs were written by more than one manifest (one overwrote "
                          f"the other): {'; '.join(overwritten[:3])}{more}")
 
     merged = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True, sort=False)

@@ -51,6 +51,7 @@ from ..errors import (
     DependencyError,
     OutputError,
     OutputWriteError,
+    SettingsError,
     one_line,
 )
 from ..identity import file_identity
@@ -170,9 +171,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         i, n = (int(p) for p in text.split("/"))
     except ValueError:
-        raise CsawsError(f"--shard must look like I/N (for example 3/10), not {text!r}") from None
+        raise SettingsError(f"shard={text!r} must look like 'I/N' (for example '3/10')", param="shard") from None
     if not (n >= 1 and 1 <= i <= n):
-        raise CsawsError(f"--shard {text}: need 1 <= I <= N")
+        raise SettingsError(f"shard={text!r}: need 1 <= I <= N", param="shard")
     return i, n
 
 
@@ -306,7 +307,7 @@ def _execute(
         from .scaleout import execute_on_dask
     except ImportError as exc:
         raise DependencyError(
-            f"--scheduler needs Dask: pip install 'csaws-tools[dask]' ({one_line(exc)})"
+            f"scheduler= needs Dask: pip install 'csaws-tools[dask]' ({one_line(exc)})", param="scheduler"
         ) from None
     yield from execute_on_dask(worker, tasks, scheduler, batch_size=batch_size, workers=workers)
 

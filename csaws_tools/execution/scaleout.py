@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import __version__
-from ..errors import CsawsError, DependencyError, one_line
+from ..errors import CsawsError, DependencyError, SettingsError, one_line
 from .tasks import Task, Worker, default_workers, error_row, run_tasks
 
 #: Largest default number of inputs per cluster task.
@@ -58,8 +58,8 @@ def import_distributed():
         import distributed
     except ImportError as exc:
         raise DependencyError(
-            "--scheduler needs Dask: pip install 'csaws-tools[dask]' "
-            f"(installs dask[distributed]; {one_line(exc)})"
+            "scheduler= needs Dask: pip install 'csaws-tools[dask]' "
+            f"(installs dask[distributed]; {one_line(exc)})", param="scheduler"
         ) from None
     return distributed
 
@@ -97,7 +97,8 @@ def connect(scheduler: str, workers: int | None = None, timeout: float | None = 
                 silence_logs=logging.ERROR,
             )
         except Exception as exc:  # noqa: BLE001 - report any start-up failure in one line
-            raise CsawsError(f"--scheduler local: could not start a local Dask cluster ({one_line(exc)})") from None
+            raise CsawsError(f"scheduler='local': could not start a local Dask cluster ({one_line(exc)})",
+                             param="scheduler") from None
         try:
             client = distributed.Client(cluster, timeout=timeout, set_as_default=False)
         except BaseException:
@@ -107,16 +108,16 @@ def connect(scheduler: str, workers: int | None = None, timeout: float | None = 
     kwargs: dict[str, Any] = {"timeout": timeout, "set_as_default": False}
     if scheduler.endswith(".json") and "://" not in scheduler:
         if not os.path.isfile(scheduler):
-            raise CsawsError(f"--scheduler {scheduler}: scheduler file not found")
+            raise SettingsError(f"scheduler={scheduler!r}: scheduler file not found", param="scheduler")
         kwargs["scheduler_file"] = scheduler
     else:
         kwargs["address"] = scheduler
     try:
         client = distributed.Client(**kwargs)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise CsawsError(
-            f"--scheduler {scheduler}: cannot reach the Dask scheduler within {timeout:g} s "
-            f"({one_line(exc)}); is it running, and is the address right (tcp://host:8786)?"
+        raise SettingsError(
+            f"scheduler={scheduler!r}: cannot reach the Dask scheduler within {timeout:g} s "
+            f"({one_line(exc)}); is it running, and is the address right (tcp://host:8786)?", param="scheduler"
         ) from None
     return client, None
 
@@ -162,7 +163,8 @@ def execute_on_dask(
                 client.wait_for_workers(1, timeout=timeout)
             except (TimeoutError, OSError) as exc:
                 raise CsawsError(
-                    f"--scheduler {scheduler}: no Dask worker joined within {timeout:g} s ({one_line(exc)})"
+                    f"scheduler={scheduler!r}: no Dask worker joined within {timeout:g} s ({one_line(exc)})",
+                    param="scheduler",
                 ) from None
         _check_workers(client, worker, scheduler)
         threads = _worker_threads(client)
@@ -201,11 +203,12 @@ def execute_on_dask(
                     suspects.append(batch[0])
                 result = None
             except (distributed.client.FutureCancelledError, OSError) as exc:
-                raise CsawsError(f"--scheduler {scheduler}: lost the Dask cluster ({one_line(exc)})") from None
+                raise CsawsError(f"scheduler={scheduler!r}: lost the Dask cluster ({one_line(exc)})",
+                                 param="scheduler") from None
             except Exception as exc:  # noqa: BLE001 - run_tasks itself never raises: the cluster could not run it
                 raise CsawsError(
-                    f"--scheduler {scheduler}: a batch could not run on the cluster ({one_line(exc)}); "
-                    f"is csaws-tools {__version__} installed on every worker?"
+                    f"scheduler={scheduler!r}: a batch could not run on the cluster ({one_line(exc)}); "
+                    f"is csaws-tools {__version__} installed on every worker?", param="scheduler"
                 ) from None
             finally:
                 fut.release()
@@ -247,14 +250,14 @@ def _check_workers(client, worker: Worker, scheduler: str) -> None:
         versions = client.run(probe, worker)
     except Exception as exc:  # noqa: BLE001 - any failure here means the workers cannot run the batch
         raise CsawsError(
-            f"--scheduler {scheduler}: the Dask workers cannot run this command ({one_line(exc)}); "
-            f"is csaws-tools {__version__} installed on every worker?"
+            f"scheduler={scheduler!r}: the Dask workers cannot run this command ({one_line(exc)}); "
+            f"is csaws-tools {__version__} installed on every worker?", param="scheduler"
         ) from None
     other = sorted({v for v in versions.values() if v != __version__})
     if other:
-        raise CsawsError(
-            f"--scheduler {scheduler}: Dask workers run csaws-tools {', '.join(other)}, this machine "
-            f"{__version__}; install the same version everywhere so outputs match"
+        raise DependencyError(
+            f"scheduler={scheduler!r}: Dask workers run csaws-tools {', '.join(other)}, this machine "
+            f"{__version__}; install the same version everywhere so outputs match", param="scheduler"
         )
 
 

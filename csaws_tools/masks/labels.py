@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CsawsError
+from ..errors import InputError, SettingsError
 from .classes import (
     BACKGROUND,
     COLOURS,
@@ -95,7 +95,7 @@ class LabelScheme:
         """Map an array of standard ids (any shape) to scheme ids."""
         labels = np.asarray(labels)
         if labels.size and (labels.min() < 0 or labels.max() >= len(self.lut)):
-            raise CsawsError(
+            raise InputError(
                 f"label map holds value {int(labels.max()) if labels.max() >= len(self.lut) else int(labels.min())}, "
                 f"outside the standard ids 0..{len(self.lut) - 1}"
             )
@@ -121,8 +121,8 @@ class LabelScheme:
         return f"LabelScheme({self.spec!r}, names={self.names})"
 
 
-def _error(message: str) -> CsawsError:
-    return CsawsError(f"{message}; complementary classes: {', '.join(COMPLEMENTARY_CLASSES)}")
+def _error(message: str) -> SettingsError:
+    return SettingsError(f"{message}; complementary classes: {', '.join(COMPLEMENTARY_CLASSES)}")
 
 
 def _complementary(name: str, spec: str) -> str:
@@ -158,12 +158,12 @@ def _kept(spec: str, kept: list[str]) -> LabelScheme:
 def parse_scheme(spec: str | LabelScheme) -> LabelScheme:
     """Parse a scheme spec (see the module docstring); a :class:`LabelScheme` passes through.
 
-    Raises :class:`CsawsError` with the valid forms and classes for a bad spec.
+    Raises :class:`SettingsError` with the valid forms and classes for a bad spec.
     """
     if isinstance(spec, LabelScheme):
         return spec
     if not isinstance(spec, str):
-        raise CsawsError(f"a label scheme is a string such as 'all' or 'binary', not {type(spec).__name__}")
+        raise SettingsError(f"a label scheme is a string such as 'all' or 'binary', not {type(spec).__name__}")
     text = spec.strip()
     kind, _, rest = text.partition(":")
     kind = kind.strip().lower()
@@ -202,7 +202,7 @@ def parse_scheme(spec: str | LabelScheme) -> LabelScheme:
         return _kept(f"random:{k}:{seed}", kept)
     if kind == "merge":
         return _parse_merge(spec, rest)
-    raise CsawsError(
+    raise SettingsError(
         f"unknown label scheme {spec!r}; expected one of: all, binary, leave-one-out:<class>, "
         f"keep:<class>,<class>,..., random:<k>:<seed>, merge:<a>+<b>=<name>; "
         f"complementary classes: {', '.join(COMPLEMENTARY_CLASSES)}"
@@ -220,7 +220,7 @@ def _parse_merge(spec: str, rest: str) -> LabelScheme:
         if not eq or not name:
             raise _error(f"label scheme {spec!r}: each merge reads <a>+<b>=<name>, not {part.strip()!r}")
         if not _NAME_RE.match(name):
-            raise CsawsError(f"label scheme {spec!r}: class name {name!r} may use letters, digits, '_' and '-' only")
+            raise SettingsError(f"label scheme {spec!r}: class name {name!r} may use letters, digits, '_' and '-' only")
         tokens = [_complementary(n, spec) for n in left.split("+")]
         if len(set(tokens)) < 2:
             raise _error(f"label scheme {spec!r}: a merge needs at least two different classes, got {left.strip()!r}")
@@ -231,11 +231,11 @@ def _parse_merge(spec: str, rest: str) -> LabelScheme:
         merged.append((name, tokens))
     new_names = [n for n, _ in merged]
     if len(set(new_names)) != len(new_names):
-        raise CsawsError(f"label scheme {spec!r}: two merges have the same name")
+        raise SettingsError(f"label scheme {spec!r}: two merges have the same name")
     for name, tokens in merged:
         token = class_token(name)
         if token is not None and token not in tokens:
-            raise CsawsError(f"label scheme {spec!r}: the merged name {name!r} is the name of another class")
+            raise SettingsError(f"label scheme {spec!r}: the merged name {name!r} is the name of another class")
     # Order: background, cancer, then classes/groups at their highest-priority member's position.
     groups: list[list[str]] = [[BACKGROUND], [MAIN_CLASS]]
     names: list[str] = [BACKGROUND, MAIN_CLASS]
@@ -263,7 +263,7 @@ def scheme_ids(scheme: LabelScheme, numbering: str = "standard") -> np.ndarray:
         return lut.astype(np.uint8)
     if numbering == "release":
         return ((lut - 1) % scheme.num_classes).astype(np.uint8)
-    raise CsawsError(f"unknown numbering {numbering!r}; expected standard or release")
+    raise SettingsError(f"numbering={numbering!r}: expected 'standard' or 'release'", param="numbering")
 
 
 def scheme_names(scheme: LabelScheme, numbering: str = "standard") -> list[str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CsawsError, one_line
+from ..errors import InputError, SettingsError, one_line
 from .classes import NUMBERINGS
 from .labels import LabelScheme, parse_scheme, scheme_labels_table, scheme_palette
 
@@ -46,7 +46,7 @@ _GREY = (128, 128, 128)
 
 def _check_numbering(numbering: str) -> None:
     if numbering not in NUMBERINGS:
-        raise CsawsError(f"unknown numbering {numbering!r}; expected one of {', '.join(NUMBERINGS)}")
+        raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}", param="numbering")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class LabelSet:
     def table(self) -> list[dict]:
         """One record per id: name, id, priority, colour (and ``members`` of merged classes)."""
         if self.numbering is None:
-            raise CsawsError("a label set without a numbering has no labels.json table")
+            raise InputError(f"{self.path or 'this label set'}: records no numbering, so it has no labels.json table")
         return scheme_labels_table(self.label_scheme(), self.numbering)
 
     def to_json(self) -> str:
@@ -119,7 +119,7 @@ class LabelSet:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> LabelSet:
-        """Read a ``labels.json``; :class:`~csaws_tools.errors.CsawsError` naming it when it is not one.
+        """Read a ``labels.json``; :class:`~csaws_tools.errors.InputError` naming it when it is not one.
 
         Ids must be 0..N-1. Colours missing from a record are grey.
         """
@@ -132,7 +132,7 @@ class LabelSet:
                 raise ValueError("ids are not 0..N-1")
             colours = tuple(_colour(r.get("colour")) for r in classes)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CsawsError(f"{path}: not a labels.json written by merge-masks ({one_line(exc)})") from None
+            raise InputError(f"{path}: not a labels.json written by merge-masks ({one_line(exc)})") from None
         scheme = doc.get("scheme")
         spec = str((scheme or {}).get("spec", "all")) if isinstance(scheme, dict) else "all"
         numbering = doc.get("numbering")

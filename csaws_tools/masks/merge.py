@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import defaults
 from ..atomic import remove_stale_temporaries
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, SettingsError, one_line
 from ..execution.options import RunOptions, run_options
 from ..execution.runner import (
     BatchResult,
@@ -49,7 +49,7 @@ from ..execution.runner import (
     task_hash,
 )
 from ..execution.tasks import Task
-from ..files import IMAGE_SUFFIXES
+from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES, files_by_folder, files_under, subfolders
 from ..guards import (
     clashes_with_input,
     input_paths_set,
@@ -68,7 +68,8 @@ from .labels import (
 )
 from .labelset import LabelSet
 
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
+#: Binary class masks: the lossless image suffixes (:data:`csaws_tools.files.MAP_SUFFIXES`).
+MASK_SUFFIXES = MAP_SUFFIXES
 TEST_ANNOTATORS = ("1", "2", "3")
 #: annotator 3 of the test set gives cancer only (protocol section 1)
 CANCER_ONLY_ANNOTATORS = ("3",)
@@ -140,33 +141,18 @@ def _group_folder(folder: Path, files: list[Path]) -> tuple[dict[str, ImageMasks
 
 
 def _files_by_folder(root: Path, loops: list[dict] | None = None) -> dict[Path, list[Path]]:
-    """Files of every folder under ``root``, following directory symlinks.
+    """Files of every folder under ``root``, following directory symlinks (:func:`csaws_tools.files.files_by_folder`).
 
     A symlink back to a folder already being walked (a loop) is not entered;
     it is reported in ``loops`` as one error row.
     """
-    out: dict[Path, list[Path]] = {}
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:  # a symlink loop (or a second link to a folder already walked)
-            dirnames[:] = []
-            if loops is not None:
-                loops.append({"source": dirpath, "output": None, "status": "error", "image_id": None,
-                              "error": f"{dirpath}: symbolic link to a folder already searched "
-                                       f"({os.path.realpath(dirpath)}); not searched twice"})
-            continue
-        seen.add(key)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files = [Path(dirpath) / f for f in filenames if not f.startswith(".")]
-        if files:
-            out[Path(dirpath)] = files
-    return out
+    def on_loop(dirpath: str) -> None:
+        if loops is not None:
+            loops.append({"source": dirpath, "output": None, "status": "error", "image_id": None,
+                          "error": f"{dirpath}: symbolic link to a folder already searched "
+                                   f"({os.path.realpath(dirpath)}); not searched twice"})
+
+    return files_by_folder(root, on_loop)
 
 
 def find_release_root(root: str | os.PathLike) -> Path | None:
@@ -180,8 +166,7 @@ def find_release_root(root: str | os.PathLike) -> Path | None:
 
 def _release_patient_groups(folder: Path, pattern: re.Pattern) -> tuple[dict[str, ImageMasks], dict[str, Path]]:
     """Masks and images in one ``<pid>`` folder of the release."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    groups, rest = _group_folder(folder, files)
+    groups, rest = _group_folder(folder, files_under(folder, None, recursive=False))
     images = {p.stem: p for p in rest if pattern.match(p.stem) and p.suffix.lower() in IMAGE_SUFFIXES}
     return groups, images
 
@@ -192,10 +177,7 @@ def discover_release(root: Path) -> tuple[list[ImageMasks], list[dict]]:
     problems: list[dict] = []
     image_re = re.compile(r"^[^_]+_\d{1,2}$")
 
-    def patient_dirs(base: Path) -> list[Path]:
-        return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
-
-    for pdir in patient_dirs(root / "anonymized_dataset"):
+    for pdir in subfolders(root / "anonymized_dataset"):
         groups, images = _release_patient_groups(pdir, image_re)
         for image_id in sorted(set(groups) | set(images)):
             g = groups.get(image_id)
@@ -210,17 +192,16 @@ def discover_release(root: Path) -> tuple[list[ImageMasks], list[dict]]:
     test = root / "test_data"
     test_images: dict[str, Path] = {}
     test_patients: dict[str, str] = {}
-    for pdir in patient_dirs(test / "anonymized_dataset"):
-        for p in pdir.iterdir():
-            if p.is_file() and image_re.match(p.stem) and p.suffix.lower() in IMAGE_SUFFIXES:
+    for pdir in subfolders(test / "anonymized_dataset"):
+        for p in files_under(pdir, IMAGE_SUFFIXES, recursive=False):
+            if image_re.match(p.stem):
                 test_images[p.stem] = p
                 test_patients[p.stem] = pdir.name
-    annotators = sorted((d for d in test.glob("annotator_*") if d.is_dir()), key=lambda d: d.name) \
-        if test.is_dir() else []
+    annotators = [d for d in subfolders(test) if d.name.startswith("annotator_")]
     for adir in annotators:
         k = adir.name[len("annotator_"):]
         seen = set()
-        for pdir in patient_dirs(adir):
+        for pdir in subfolders(adir):
             groups, _ = _release_patient_groups(pdir, image_re)
             for image_id, g in sorted(groups.items()):
                 seen.add(image_id)
@@ -296,7 +277,7 @@ def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
     """
     root = Path(root)
     if not root.is_dir():
-        raise CsawsError(f"{root}: not a folder")
+        raise InputError(f"{root}: not a folder")
     release = find_release_root(root)
     if release is not None:
         items, problems = discover_release(release)
@@ -305,7 +286,7 @@ def discover(root: str | os.PathLike, exclude: str | os.PathLike | None = None
         items, problems = discover_plain(root, Path(exclude) if exclude is not None else None)
         layout = "plain"
     if not items and not problems:
-        raise CsawsError(f"{root}: no masks found (expected the CSAW-S release layout, "
+        raise InputError(f"{root}: no masks found (expected the CSAW-S release layout, "
                          "<image>_<class>.png|tif|tiff files or <image>.geojson files)")
     return items, problems, layout
 
@@ -555,7 +536,7 @@ def _make_map(a: MergeArgs, scheme: LabelScheme, numbering: str, strict: bool,
     path = a.geojson
     if shape is None:
         raise InputError(f"{path}: no image beside it (<image>.png|tif|tiff|jpg) to take the size from; "
-                         "give the size explicitly (--size ROWSxCOLS)")
+                         "give the size explicitly (size=(ROWS, COLS))", param="size")
     masks, gj_warnings = rasterise_geojson(path, shape)
     warnings.extend(gj_warnings)
     if not masks:
@@ -563,7 +544,7 @@ def _make_map(a: MergeArgs, scheme: LabelScheme, numbering: str, strict: bool,
                          + (f" ({'; '.join(gj_warnings)})" if gj_warnings else ""))
     missing = [c for c in MASK_CLASSES if c not in masks]
     if missing and strict:
-        raise InputError(f"{path}: no annotations of class(es) {', '.join(missing)} (--strict)")
+        raise InputError(f"{path}: no annotations of class(es) {', '.join(missing)} (strict=True)", param="strict")
     if missing:
         warnings.append("no annotations of: " + ", ".join(missing) + " (treated as empty)")
     return paint(masks, shape, scheme=scheme, numbering=numbering, size_ref=image)
@@ -588,7 +569,7 @@ def plan_tasks(items: list[ImageMasks], out: Path, *,
         missing = g.missing() if not g.geojson else []
         if missing:
             if strict:
-                error = f"missing class masks: {', '.join(missing)} in {g.folder} (--strict)"
+                error = f"missing class masks: {', '.join(missing)} in {g.folder} (strict=True)"
             else:
                 warnings.append("missing class masks: " + ", ".join(missing) + " (treated as empty)")
         if not g.geojson and not g.masks:
@@ -645,7 +626,7 @@ def merge_masks(
     """
     run = run_options(run, run_keywords, "merge_masks")
     if numbering not in NUMBERINGS:
-        raise CsawsError(f"unknown numbering {numbering!r}; expected one of {', '.join(NUMBERINGS)}")
+        raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}", param="numbering")
     scheme = parse_scheme(labels)
     release = find_release_root(root) if Path(root).is_dir() else None
     refuse_output_in_input(out, [("input", root), ("release", release),

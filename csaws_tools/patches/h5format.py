@@ -35,7 +35,8 @@ def filter_kwargs(compression: str, level: int | None) -> dict:
         try:
             import hdf5plugin
         except ImportError:
-            raise DependencyError("--compression zstd needs hdf5plugin: pip install 'csaws-tools[zstd]'") from None
+            raise DependencyError("compression='zstd' needs hdf5plugin: pip install 'csaws-tools[zstd]'",
+                                  param="compression") from None
         return dict(hdf5plugin.Zstd(clevel=3 if level is None else level))
     if compression == "none":
         return {}

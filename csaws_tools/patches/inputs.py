@@ -117,10 +117,10 @@ def check_standard_maps(folder: str | os.PathLike) -> None:
     path, spec = labels.path, labels.scheme
     if labels.numbering != "standard":
         raise InputError(f"{path}: the label maps use the {labels.numbering!r} numbering; crops need the "
-                         "standard one (background 0, cancer 1, ...): rerun merge-masks without --numbering")
+                         "standard one (background 0, cancer 1, ...): rerun merge_masks without numbering=")
     if spec != "all":
         raise InputError(f"{path}: the label maps were written with label scheme {spec!r}; crops store all 12 "
-                         "classes and apply a scheme on reading: rerun merge-masks without --labels")
+                         "classes and apply a scheme on reading: rerun merge_masks without labels=")
 
 
 def parse_classes(classes: Iterable[str | int] | str | None) -> list[int] | None:

@@ -131,25 +131,27 @@ def write_patches(
         raise SettingsError("shard does not apply to write_patches: it writes one file (run it per split instead)")
     out = Path(out)
     if size < 1 or per_class < 1:
-        raise InputError("--size and --per-class must be positive")
+        raise SettingsError(f"size={size!r} and per_class={per_class!r} must be positive", param=("size", "per_class"))
     if layout not in LAYOUTS:
-        raise InputError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise SettingsError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}", param="layout")
     if compression not in COMPRESSIONS:
-        raise InputError(f"unknown compression {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
+        raise SettingsError(f"compression={compression!r}: expected one of {', '.join(COMPRESSIONS)}",
+                            param="compression")
     if tile_drop not in TILE_DROPS:
-        raise InputError(f"unknown tile drop rule {tile_drop!r}; expected one of {', '.join(TILE_DROPS)}")
+        raise SettingsError(f"tile_drop={tile_drop!r}: expected one of {', '.join(TILE_DROPS)}", param="tile_drop")
     if int(seed) < 0:
-        raise InputError(f"seed must be a non-negative integer, not {seed}")
+        raise SettingsError(f"seed={seed!r} must be a non-negative integer", param="seed")
     if level is None:
         level = DEFAULT_LEVELS.get(compression)
     if compression == "gzip" and not (level is not None and 0 <= level <= 9):
-        raise InputError(f"gzip level must be 0-9, not {level}")
+        raise SettingsError(f"level={level!r}: the gzip level must be 0-9", param="level")
     filter_kwargs(compression, level)  # clear error now when hdf5plugin is missing
     class_list = parse_classes(classes)
     check_standard_maps(masks)
     if splits is not None:
         if split is None:
-            raise InputError("a splits file needs --split (train, val, trainval, test or a subset size)")
+            raise SettingsError("splits= needs split= (train, val, trainval, test or a subset size)",
+                                param=("splits", "split"))
         from ..splits import select_images
 
         selected = select_images(splits, split, repetition)

@@ -37,9 +37,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, one_line
 from ..execution.manifests import escape_text
-from ..files import IMAGE_SUFFIXES
+from ..files import IMAGE_SUFFIXES, MAP_SUFFIXES
 from ..limits import check_pixels
 from ..masks.classes import MAIN_CLASS, MASK_CLASSES, split_mask_stem
 from ..png import png_size
@@ -59,7 +59,8 @@ KINDS: dict[str, str] = {
     "missing_annotators": "test annotators missing",
     "patient_overlap": "patients in train/val and test",
 }
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
+#: Binary class masks: the lossless image suffixes (:data:`csaws_tools.files.MAP_SUFFIXES`).
+MASK_SUFFIXES = MAP_SUFFIXES
 TEST_FOLDERS = frozenset({"test_data", "test"})
 TEST_ANNOTATORS = ("1", "2", "3")
 CANCER_ONLY_ANNOTATORS = ("3",)
@@ -137,7 +138,7 @@ class CheckReport:
                 details.append(f"{f.kind}: {f.path}: {f.message}")
         for kind, n in shown.items():
             if n > per_kind:
-                details.append(f"{kind}: ... and {n - per_kind} more (--json lists them all)")
+                details.append(f"{kind}: ... and {n - per_kind} more (the JSON report lists them all)")
         if details:
             lines.append("")
             lines.extend(details)
@@ -310,7 +311,7 @@ def check_dataset(root: str | os.PathLike) -> CheckReport:
     """Check the dataset under ``root`` (release layout or plain folders); read headers only, write nothing."""
     root = Path(root)
     if not root.is_dir():
-        raise CsawsError(f"{printable(root)}: not a folder")
+        raise InputError(f"{printable(root)}: not a folder")
     layout, base = find_layout(root)
     report = CheckReport(root=printable(root), layout=layout)
     walker = _Walker(report)

@@ -42,12 +42,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from ..atomic import temporary_path, write_text_atomic
-from ..errors import InputError, OutputError, SettingsError, one_line
+from ..errors import CsawsError, InputError, OutputError, SettingsError, one_line
+from ..execution.options import RunOptions, run_options
 from ..execution.runner import (
     BatchResult,
     ensure_writable_dir,
@@ -55,12 +57,13 @@ from ..execution.runner import (
     settings_hash,
 )
 from ..execution.tasks import Task
-from ..files import index_by_stem
+from ..files import files_under, index_by_stem
 from ..guards import is_inside
 from ..identity import file_identity
 from ..limits import check_pixels
 from ..masks.classes import split_mask_stem
 from ..masks.labels import STANDARD_NAMES, LabelScheme, parse_scheme
+from ..masks.labelset import LABELS_NAME, LabelSet
 from ..naming import sanitise
 from ..png import SETTINGS_KEY, made_with, png_header, read_png, write_png
 
@@ -93,27 +96,31 @@ def export_scheme(spec: str | LabelScheme) -> LabelScheme:
 def maps_partition(maps: str | os.PathLike) -> tuple[np.ndarray, int, Path | None]:
     """How the maps under ``maps`` were written: (standard id -> written id, number of ids, labels.json).
 
-    Reads ``maps/labels.json`` (written by merge-masks): its numbering
-    (standard or release) and label scheme. Without one, the maps are taken
-    to hold the 12 standard ids.
+    Reads ``maps/labels.json`` (written by merge-masks) through
+    :class:`~csaws_tools.masks.labelset.LabelSet`: its numbering (standard or
+    release) and label scheme. Without one, the maps are taken to hold the 12
+    standard ids.
     """
-    path = Path(maps) / "labels.json"
+    path = Path(maps) / LABELS_NAME
     identity = np.arange(len(STANDARD_NAMES), dtype=np.int64)
     if not path.is_file():
         return identity, len(STANDARD_NAMES), None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        numbering = doc.get("numbering", "standard")
-        scheme = doc.get("scheme")
-        if scheme:
-            lut = np.asarray(scheme["lut"], dtype=np.int64)
-            k = len(scheme["names"])
-        else:
-            lut, k = identity, len(doc["classes"])
-        if lut.shape != identity.shape or lut.min() < 0 or lut.max() >= k or k > _INVALID:
-            raise ValueError("the scheme's lookup table does not cover the 12 classes")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path}: not a labels.json written by merge-masks ({one_line(exc)})") from None
+        labels = LabelSet.read(path)
+        scheme = labels.label_scheme()
+    except CsawsError as exc:
+        message = one_line(exc)
+        if not message.startswith(f"{path}: "):
+            message = f"{path}: not a labels.json written by merge-masks ({message})"
+        raise InputError(message) from None
+    numbering = labels.numbering or "standard"
+    if scheme.is_identity:
+        lut, k = identity, len(labels.names)
+    else:
+        lut, k = np.asarray(scheme.lut, dtype=np.int64), scheme.num_classes
+    if lut.shape != identity.shape or lut.min() < 0 or lut.max() >= k or k > _INVALID:
+        raise InputError(f"{path}: not a labels.json written by merge-masks "
+                         "(the scheme's lookup table does not cover the 12 classes)")
     if numbering == "release":  # background moves to the last id (csaws_tools.labels.scheme_ids)
         lut = (lut - 1) % k
     elif numbering != "standard":
@@ -125,7 +132,7 @@ def label_lut(maps: str | os.PathLike, target: LabelScheme) -> np.ndarray:
     """A 256-entry lookup table from the ids written in ``maps`` to ``target``'s ids.
 
     Ids the maps cannot hold map to 255. When the maps merge classes that
-    ``target`` keeps apart (maps written with ``--labels binary``, exported
+    ``target`` keeps apart (maps written with ``labels='binary'``, exported
     with all classes) the export is impossible and an :class:`InputError` says so.
     """
     written, k, path = maps_partition(maps)
@@ -139,7 +146,7 @@ def label_lut(maps: str | os.PathLike, target: LabelScheme) -> np.ndarray:
             names = ", ".join(STANDARD_NAMES[i] for i in std)
             raise InputError(
                 f"{path}: the maps hold {names} as one class (id {w}) but label scheme {target.spec!r} keeps "
-                "them apart; rerun merge-masks without --labels, or export with the maps' own scheme")
+                "them apart; rerun merge_masks without labels=, or export with the maps' own scheme")
         lut[w] = ids[0]
     return lut
 
@@ -167,16 +174,13 @@ def index_images(images: str | os.PathLike, exclude: Sequence[str | os.PathLike]
     if not root.is_dir():
         raise InputError(f"{root}: images folder not found")
     skip = [Path(e) for e in exclude if e is not None and Path(e).exists()]
-    paths = (p for p in sorted(root.rglob("*.png"))
-             if not p.name.startswith(".") and split_mask_stem(p.stem)[1] is None
-             and not any(is_inside(p, s) for s in skip))
+    paths = files_under(root, (".png",), case_sensitive=True,
+                        skip=lambda p: split_mask_stem(p.stem)[1] is not None or any(is_inside(p, s) for s in skip))
     return index_by_stem(paths, "image")
 
 
 def _map_ids(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.glob("*.png")) if not p.name.startswith(".")}
+    return {p.stem: p for p in files_under(folder, (".png",), recursive=False, case_sensitive=True)}
 
 
 def _test_maps(maps: Path, test_labels: str) -> tuple[dict[str, Path | None], Path | None]:
@@ -237,7 +241,7 @@ def plan_cases(maps: str | os.PathLike, images: str | os.PathLike, *, test_label
     index, dups = index_images(images, exclude=[maps, *exclude])
     plan = ExportPlan(cases=[], splits={})
     if test_folder is not None and not test_folder.is_dir() and (maps / "test").is_dir():
-        plan.warnings.append(f"no {test_folder}: no test cases are exported (pick another --test-labels)")
+        plan.warnings.append(f"no {test_folder}: no test cases are exported (pick another test_labels=)")
     for d in dups:
         plan.problems.append({"source": d.split(" found")[0], "status": "error", "error": d})
 
@@ -451,9 +455,10 @@ def export_worker(task: Task[ExportArgs], *, lut: tuple[int, ...], shash: str, l
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset<XXX>_<Name>`` (nnU-Net: a three-digit id, 1 to 999, and a free name)."""
     if not 1 <= int(dataset_id) <= 999:
-        raise SettingsError(f"--dataset-id must be 1 to 999 (nnU-Net's three-digit ids), not {dataset_id}")
+        raise SettingsError(f"dataset_id={dataset_id!r} must be 1 to 999 (nnU-Net's three-digit ids)",
+                            param="dataset_id")
     if not _NAME_RE.match(name or ""):
-        raise SettingsError(f"--name {name!r}: use letters, digits, '_' and '-' (it becomes a folder name)")
+        raise SettingsError(f"name={name!r}: use letters, digits, '_' and '-' (it becomes a folder name)", param="name")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
@@ -461,12 +466,13 @@ def _check_dataset_folder(out: Path, folder: Path, dataset_id: int) -> None:
     """Refuse a folder that is not ours and a second dataset with the same id (nnU-Net cannot tell them apart)."""
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / EXPORT_RECORD).is_file())):
         raise OutputError(f"{folder}: exists and is not an earlier export (no {EXPORT_RECORD}); "
-                          "choose another --dataset-id/--name or remove it")
+                          "choose another dataset_id= or name= or remove it", param=("dataset_id", "name"))
     if out.is_dir():
         others = sorted(p.name for p in out.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != folder.name)
         if others:
             raise OutputError(f"{out}: holds {', '.join(others)} with the same dataset id {dataset_id:03d}; "
-                              "nnU-Net would not know which one to use: choose another --dataset-id")
+                              "nnU-Net would not know which one to use: choose another dataset_id=",
+                              param="dataset_id")
 
 
 def _remove_stale(folder: Path, keep: set[Path]) -> int:
@@ -511,10 +517,8 @@ def export_nnunet(
     splits: str | os.PathLike | dict | None = None,
     seed: int = 0,
     link: bool = True,
-    workers: int | None = None,
-    overwrite: bool = False,
-    fail_fast: bool = False,
-    progress: bool = True,
+    run: RunOptions | None = None,
+    **run_keywords: Any,
 ) -> ExportResult:
     """Write an nnU-Net v2 raw dataset ``out/Dataset<XXX>_<Name>`` (see the module docstring).
 
@@ -523,9 +527,18 @@ def export_nnunet(
     requires. ``normalization`` is the channel name nnU-Net reads as its
     normalisation scheme. Reruns skip cases that are up to date; cases of an
     earlier export that are not exported now are removed from the folder.
+    ``run`` says how the cases are processed (workers, overwrite, fail_fast,
+    progress, scheduler, batch_size; :class:`~csaws_tools.execution.options.RunOptions`),
+    or give its fields as keywords (``workers=4``). One dataset is written,
+    so ``shard`` does not apply.
     """
+    run = run_options(run, run_keywords, "export_nnunet")
+    if run.shard is not None:
+        raise SettingsError("shard does not apply to export_nnunet: it writes one dataset (dataset.json, "
+                            "splits_final.json)", param="shard")
     if normalization not in NORMALIZATIONS:
-        raise SettingsError(f"unknown normalization {normalization!r}; expected one of {', '.join(NORMALIZATIONS)}")
+        raise SettingsError(f"normalization={normalization!r}: expected one of {', '.join(NORMALIZATIONS)}",
+                            param="normalization")
     scheme = export_scheme(labels)
     out = Path(out)
     folder = out / dataset_folder_name(dataset_id, name)
@@ -551,10 +564,9 @@ def export_nnunet(
                                           label=str(c.label) if c.label else None, label_out=label_out,
                                           error=c.error)))
     worker = functools.partial(export_worker, lut=tuple(int(v) for v in lut), shash=shash, link=link,
-                               overwrite=overwrite)
-    result = run_batch(tasks, worker, manifest=folder / "manifest.parquet", settings=settings, workers=workers,
-                       fail_fast=fail_fast, progress=progress, label="exporting to nnU-Net",
-                       extra_rows=plan.problems)
+                               overwrite=run.overwrite)
+    result = run_batch(tasks, worker, manifest=folder / "manifest.parquet", settings=settings, run=run,
+                       label="exporting to nnU-Net", extra_rows=plan.problems)
     if result.interrupted:  # dataset.json and the folds of the last complete run stay as they were
         return ExportResult(rows=result.rows, manifest=result.manifest, interrupted=True, seconds=result.seconds,
                             folder=folder,

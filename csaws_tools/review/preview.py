@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import defaults
 from ..atomic import remove_stale_temporaries
-from ..errors import CsawsError, InputError, SettingsError, one_line
+from ..errors import InputError, SettingsError, one_line
 from ..execution.options import RunOptions, run_options
 from ..execution.runner import (
     BatchResult,
@@ -34,7 +34,7 @@ from ..guards import (
     input_paths_set,
     refuse_output_in_input,
 )
-from ..masks.classes import class_names
+from ..masks.classes import NUMBERINGS, class_names
 from ..masks.labelset import LabelSet
 from ..masks.labelset import palette as class_palette
 from ..png import SETTINGS_KEY, made_with, write_png
@@ -115,7 +115,7 @@ def overlay(
         raise InputError(f"image is {image.shape[0]}x{image.shape[1]} but the label map is "
                          f"{labels.shape[0]}x{labels.shape[1]} (rows x columns)")
     if not 0.0 <= alpha <= 1.0:
-        raise CsawsError(f"alpha must be between 0 and 1, not {alpha}")
+        raise SettingsError(f"alpha={alpha!r} must be between 0 and 1", param="alpha")
     names = list(names) if names is not None else class_names(numbering)
     colours = list(colours) if colours is not None else (
         class_palette(numbering) if len(names) == 12 else [(128, 128, 128)] * len(names))
@@ -185,7 +185,7 @@ def contact_sheet(
     from PIL import Image, ImageDraw
 
     if not items:
-        raise CsawsError("a contact sheet needs at least one image")
+        raise InputError("a contact sheet needs at least one image")
     n = len(items)
     columns = columns or max(1, int(np.ceil(np.sqrt(n * 1.3))))
     rows = int(np.ceil(n / columns))
@@ -353,10 +353,13 @@ def preview(
     """
     run = run_options(run, run_keywords, "preview")
     images, masks = Path(images), Path(masks)
-    for p, what in ((images, "--images"), (masks, "--masks")):
+    for p, what in ((images, "images"), (masks, "masks")):
         if not p.is_dir():
-            raise CsawsError(f"{p}: {what} is not a folder")
+            raise InputError(f"{what}={str(p)!r} is not a folder", param=what)
     if numbering is not None:
+        if numbering not in NUMBERINGS:
+            raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}",
+                                param="numbering")
         names, colours = class_names(numbering), class_palette(numbering)
     else:
         labels = LabelSet.near(masks)
@@ -365,7 +368,8 @@ def preview(
         else:
             names, colours = class_names("standard"), class_palette("standard")
     # overlays are never written over an input: not into the image folder, not onto the map folder
-    refuse_output_in_input(out, [("--images", images), ("--masks", masks)], allow_inside=("--masks",))
+    refuse_output_in_input(out, [("images", images), ("masks", masks)], allow_inside=("masks",),
+                           params=("images", "masks"))
     out = ensure_writable_dir(out)
     remove_stale_temporaries(out)
     by_stem: dict[str, str] = {}
@@ -377,11 +381,11 @@ def preview(
             by_stem[p.stem] = str(p)
     maps = files_under(masks, MAP_SUFFIXES, skip=lambda p: _inside(p, out))
     if not maps:
-        raise CsawsError(f"{masks}: no label maps (*.png, *.tif) found")
+        raise InputError(f"{masks}: no label maps (*.png, *.tif) found")
     why = _looks_like_images(maps[0], len(names))
     if why is not None:
-        raise SettingsError(f"{maps[0]}: --masks should hold label maps (merge-masks output) but {why}; "
-                            "were --images and --masks swapped?")
+        raise SettingsError(f"{maps[0]}: masks= should hold label maps (merge-masks output) but {why}; "
+                            "were images= and masks= swapped?", param=("masks", "images"))
     inputs = input_paths_set([*by_stem.values(), *(str(p) for p in maps)])
     tasks = []
     for p in maps:
@@ -389,7 +393,7 @@ def preview(
         error = None
         if p.stem in twice:
             error = f"image id {p.stem} found more than once under {images}: {' and '.join(twice[p.stem])}; " \
-                    "pass a narrower --images folder"
+                    "pass a narrower images= folder"
         elif clashes_with_input(out / rel, inputs):
             error = f"output {out / rel} is one of the input files; not overwriting it"
         tasks.append(Task(key=rel.as_posix(), source=str(p), output=str(out / rel),

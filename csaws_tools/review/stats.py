@@ -22,10 +22,10 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from ..errors import CsawsError, InputError, one_line
+from ..errors import InputError, SettingsError, one_line
 from ..execution.runner import map_ordered
 from ..files import MAP_SUFFIXES, files_under
-from ..masks.classes import PAPER_CLASS_TABLE, class_names
+from ..masks.classes import NUMBERINGS, PAPER_CLASS_TABLE, class_names
 from ..masks.counting import count_ids
 from ..masks.labelset import find_labels_json, names_from_labels_json
 from ..text import counted
@@ -67,7 +67,7 @@ def _collect(paths_or_dir) -> tuple[list[Path], Path | None]:
         paths = files_under(base, MAP_SUFFIXES)
         return paths, base
     if isinstance(paths_or_dir, (str, os.PathLike)):
-        raise CsawsError(f"{paths_or_dir}: not a folder")
+        raise InputError(f"{paths_or_dir}: not a folder")
     return [Path(p) for p in paths_or_dir], None
 
 
@@ -100,11 +100,13 @@ def class_table(
     """
     import pandas as pd
 
+    if numbering is not None and numbering not in NUMBERINGS:
+        raise SettingsError(f"numbering={numbering!r}: expected one of {', '.join(NUMBERINGS)}", param="numbering")
     if by not in (None, "split"):
-        raise CsawsError(f"--by takes 'split' only, not {by!r}")
+        raise SettingsError(f"by={by!r}: only by='split' (or None) is supported", param="by")
     paths, base = _collect(paths_or_dir)
     if not paths:
-        raise CsawsError(f"{paths_or_dir}: no label maps (*.png, *.tif) found")
+        raise InputError(f"{paths_or_dir}: no label maps (*.png, *.tif) found")
     if names is None:
         if numbering is not None:
             names = class_names(numbering)

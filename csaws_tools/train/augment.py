@@ -78,7 +78,10 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"augmentation protocol {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+            from ..errors import SettingsError
+
+            raise SettingsError(f"protocol={self.protocol!r}: expected one of {', '.join(PROTOCOLS)}",
+                                param="protocol")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -234,8 +237,8 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig 
     if size > min(h, w):
         from ..errors import SettingsError
 
-        raise SettingsError(f"--crop {size} is larger than the {h}x{w} training crops; use --crop {min(h, w)} "
-                            "or less")
+        raise SettingsError(f"crop={size!r} is larger than the {h}x{w} training crops; use crop={min(h, w)} "
+                            "or less", param="crop")
     grid = sampling_grid(b, (h, w), size, cfg, device=images.device, generator=generator)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
     lab = F.grid_sample(masks.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",

@@ -94,7 +94,8 @@ def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
             keys[int(n)] = str(int(n))
     else:
         if "{rep}" in cfg.train.train_file:
-            raise InputError(f"{cfg.train.train_file}: per-repetition training files need a splits file (--splits)")
+            raise InputError(f"{cfg.train.train_file}: per-repetition training files need a splits file (splits=)",
+                             param="splits")
         pool = sorted(set(read_index(cfg.train.train_file)["image_id"].astype(str)))
         keys = {int(n): str(min(int(n), len(pool))) for n in cfg.sizes}
         # every image of the training patches file is in the pool (validation has its own file)
@@ -120,13 +121,13 @@ def grid_from_splits(splits: str | os.PathLike | None, sizes: Sequence[int] | No
     if sizes:
         missing = [int(n) for n in sizes if int(n) not in have]
         if missing:
-            raise SettingsError(f"--sizes {','.join(map(str, missing))}: {splits} has no subset of that size "
-                                f"(it has {', '.join(map(str, sorted(have)))})")
+            raise SettingsError(f"sizes={missing!r}: {splits} has no subset of that size "
+                                f"(it has {', '.join(map(str, sorted(have)))})", param="sizes")
     chosen = tuple(int(n) for n in (sizes or sorted(have)))
     most = min(have[n] for n in chosen)
     if repetitions and repetitions > most:
-        raise SettingsError(f"--repetitions {repetitions}: {splits} has only {most} repetition(s) of "
-                            f"size {min(chosen, key=lambda n: have[n])}")
+        raise SettingsError(f"repetitions={repetitions!r}: {splits} has only {most} repetition(s) of "
+                            f"size {min(chosen, key=lambda n: have[n])}", param="repetitions")
     return chosen, int(repetitions or most)
 
 
@@ -181,7 +182,8 @@ def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLi
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
     if cfg.test_maps is None and not is_image_set(cfg.test_tiles):
-        raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (--test-maps)")
+        raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (test_maps=)",
+                            param="test_maps")
     tiles_hash = file_hash(cfg.test_tiles)
     rows: list[dict] = []
     for k, cell in enumerate(cells, start=1):
@@ -296,7 +298,8 @@ def _evaluate_run(run_dir: Path, cfg: ExperimentConfig, device, run_hash: str, t
         key = settings_hash({"run": run_hash, "tiles": tiles_hash, "test": "images"})
     else:
         if cfg.test_maps is None:
-            raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (--test-maps)")
+            raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (test_maps=)",
+                                param="test_maps")
         maps = Path(cfg.test_maps).resolve()
         # the consensus/annotator maps are read too: an edited map makes the evaluation stale
         key = settings_hash({"run": run_hash, "tiles": tiles_hash, "maps": str(maps),

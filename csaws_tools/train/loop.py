@@ -115,13 +115,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.selection not in RULES:
-            raise SettingsError(f"--selection {self.selection}: expected one of {', '.join(RULES)}")
+            raise SettingsError(f"selection={self.selection!r}: expected one of {', '.join(RULES)}", param="selection")
         if self.val_loss not in VAL_LOSSES:
-            raise SettingsError(f"--val-loss {self.val_loss}: expected one of {', '.join(VAL_LOSSES)}")
+            raise SettingsError(f"val_loss={self.val_loss!r}: expected one of {', '.join(VAL_LOSSES)}", param="val_loss")
         if self.iterations is None and self.epochs is None:
-            raise SettingsError("give --epochs or --iterations")
+            raise SettingsError("give epochs=N or iterations=N", param=("epochs", "iterations"))
         if self.labels not in ("fine", "coarse"):
-            raise SettingsError(f"labels {self.labels!r}: expected fine or coarse")
+            raise SettingsError(f"labels={self.labels!r}: expected 'fine' or 'coarse'", param="labels")
 
     def total_iterations(self, n_crops: int) -> int:
         """``iterations`` when given, else ``ceil(epochs * n_crops / batch_size)`` (SUL: 100 epochs)."""
@@ -183,8 +183,8 @@ def run_data(cfg: TrainConfig) -> RunData:
     path = cfg.train_file.format(rep=0) if "{rep}" in cfg.train_file else cfg.train_file
     if not is_image_set(path):
         if cfg.target is not None or cfg.labels != "fine":
-            raise SettingsError(f"{path}: --target and coarse labels apply to images files of "
-                                f"'csaws-train prepare --dataset' only")
+            raise SettingsError(f"{path}: target= and labels='coarse' apply to images files of "
+                                f"'csaws-train prepare --dataset' only", param=("target", "labels"))
         return RunData(scheme=parse_scheme(cfg.scheme))
     from .datasets.store import ImageSetReader
 
@@ -212,9 +212,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but torch sees no CUDA device")
+        raise InputError("device='cuda' requested but torch sees no CUDA device", param="device")
     if name not in ("cpu",) and not name.startswith("cuda"):
-        raise InputError(f"unknown device {name!r}; expected auto, cpu or cuda")
+        raise SettingsError(f"device={name!r}: expected 'auto', 'cpu' or 'cuda'", param="device")
     return torch.device(name)
 
 
@@ -329,14 +329,14 @@ def check_no_shared_images(train_index: pd.DataFrame, val_index: pd.DataFrame, v
 
 
 def check_crop(cfg: TrainConfig) -> None:
-    """``--crop`` must fit in the training crops (a one-line error naming the option and the file)."""
+    """``crop`` must fit in the training crops (a one-line error naming the parameter and the file)."""
     from .data import open_patches
 
     with open_patches(cfg.train_file) as r:
         size = int(r.size)
     if cfg.augment.crop is not None and int(cfg.augment.crop) > size:
-        raise SettingsError(f"--crop {cfg.augment.crop} is larger than the {size}-px crops of {cfg.train_file}; "
-                            f"use --crop {size} or less")
+        raise SettingsError(f"crop={cfg.augment.crop!r} is larger than the {size}-px crops of {cfg.train_file}; "
+                            f"use crop={size} or less", param="crop")
 
 
 def run_status(run_dir: str | os.PathLike) -> str:
@@ -448,8 +448,8 @@ def finished_or_cleared(plan: RunPlan, run_dir: Path, overwrite: bool) -> dict |
         if done.get("settings_hash") == plan.settings_hash:
             done["status"] = "skipped"
             return done
-        raise InputError(f"{run_dir}: holds a finished run made with other settings; use --overwrite or "
-                         f"another output folder")
+        raise InputError(f"{run_dir}: holds a finished run made with other settings; use overwrite=True or "
+                         f"another output folder", param="overwrite")
     if overwrite:
         for name in ("metrics.json", "last.pt", "best.pt", "history.csv"):
             (run_dir / name).unlink(missing_ok=True)
@@ -496,8 +496,8 @@ class RunState:
         ckpt = load_checkpoint(self.last_path, self.device, ("model", "optimizer", "scheduler", "iteration",
                                                              "history", "settings_hash", "torch_rng"))
         if ckpt.get("settings_hash") != self.plan.settings_hash:
-            raise InputError(f"{self.last_path}: checkpoint of a run with other settings; use --overwrite or "
-                             f"another output folder")
+            raise InputError(f"{self.last_path}: checkpoint of a run with other settings; use overwrite=True or "
+                             f"another output folder", param="overwrite")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])

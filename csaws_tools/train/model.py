@@ -44,7 +44,7 @@ def hub_checkpoint_dir() -> str:
 
 
 def resolve_pretrained(spec: str | os.PathLike | None) -> str | None:
-    """The weights file of ``--pretrained``: None for ``none``; a path for ``imagenet`` or a file.
+    """The weights file of ``pretrained``: None for ``none``; a path for ``imagenet`` or a file.
 
     ``imagenet``: ``resnet50-19c8e357.pth`` from the torch hub cache, else
     downloaded there by ``torch.hub.load_state_dict_from_url(check_hash=True)``;
@@ -54,7 +54,8 @@ def resolve_pretrained(spec: str | os.PathLike | None) -> str | None:
         return None
     if str(spec).lower() != "imagenet":
         if not os.path.isfile(spec):
-            raise SettingsError(f"--pretrained {spec}: file not found (give a file, 'imagenet' or 'none')")
+            raise SettingsError(f"pretrained={str(spec)!r}: file not found (give a file, 'imagenet' or 'none')",
+                                param="pretrained")
         return str(spec)
     cached = os.path.join(hub_checkpoint_dir(), IMAGENET_FILE)
     if os.path.isfile(cached):
@@ -65,11 +66,11 @@ def resolve_pretrained(spec: str | os.PathLike | None) -> str | None:
     except Exception as exc:  # noqa: BLE001 - offline, proxy, hash mismatch: all end the same way
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SettingsError(
-            f"--pretrained imagenet: {IMAGENET_FILE} is not in {hub_checkpoint_dir()} and could not be downloaded "
-            f"({reason}); copy it there from {IMAGENET_URL} (or set TORCH_HOME), give --pretrained FILE, or "
-            f"--pretrained none to train from scratch") from None
+            f"pretrained='imagenet': {IMAGENET_FILE} is not in {hub_checkpoint_dir()} and could not be downloaded "
+            f"({reason}); copy it there from {IMAGENET_URL} (or set TORCH_HOME), give pretrained=FILE, or "
+            f"pretrained='none' to train from scratch", param="pretrained") from None
     if not os.path.isfile(cached):
-        raise SettingsError(f"--pretrained imagenet: download finished but {cached} is missing")
+        raise SettingsError(f"pretrained='imagenet': download finished but {cached} is missing", param="pretrained")
     return cached
 
 

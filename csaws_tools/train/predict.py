@@ -185,8 +185,8 @@ def read_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
     if checkpoint is None:
         ckpt = run / SELECTED
         if not ckpt.is_file():
-            raise InputError(f"{ckpt}: no selected checkpoint (run not finished?); --checkpoint last.pt "
-                             "uses the last one")
+            raise InputError(f"{ckpt}: no selected checkpoint (run not finished?); checkpoint='last.pt' "
+                             "uses the last one", param="checkpoint")
     else:
         ckpt = Path(checkpoint)
         if not ckpt.is_file() and (run / ckpt).is_file():
@@ -208,10 +208,10 @@ def read_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
     if tile is None:
         tile = augment.get("crop")
         if tile is None:
-            raise SettingsError(f"{run / 'config.json'}: no training crop size recorded; give --tile")
+            raise SettingsError(f"{run / 'config.json'}: no training crop size recorded; give tile=N", param="tile")
     tile = int(tile)
     if tile < 8:
-        raise SettingsError(f"--tile must be at least 8 pixels, not {tile}")
+        raise SettingsError(f"tile={tile!r} must be at least 8 pixels", param="tile")
     info = RunInfo(
         run_dir=str(run), checkpoint=str(ckpt), checkpoint_sha256=_sha256(ckpt), scheme=scheme.spec,
         names=tuple(scheme.names), colours=tuple((int(c[0]), int(c[1]), int(c[2])) for c in scheme.colours()),
@@ -253,7 +253,7 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
 def stride_of(tile: int, overlap: float) -> int:
     """Step between tiles: ``tile * (1 - overlap)`` rounded, at least 1 pixel."""
     if not 0.0 <= overlap < 1.0:
-        raise SettingsError(f"--overlap must be in [0, 1), not {overlap}")
+        raise SettingsError(f"overlap={overlap!r} must be in [0, 1)", param="overlap")
     return max(1, round(tile * (1.0 - overlap)))
 
 
@@ -285,7 +285,7 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, *, tile: int, overl
     if image.ndim != 2:
         raise InputError(f"expected a 2-D image, got shape {image.shape}")
     if batch_size < 1:
-        raise SettingsError(f"--batch-size must be at least 1, not {batch_size}")
+        raise SettingsError(f"batch_size={batch_size!r} must be at least 1", param="batch_size")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     h, w = image.shape
     stride = stride_of(tile, overlap)
@@ -540,12 +540,13 @@ def predict(
     """
     stride_of(8, overlap)  # checks the setting before any work
     if batch_size < 1:
-        raise SettingsError(f"--batch-size must be at least 1, not {batch_size}")
+        raise SettingsError(f"batch_size={batch_size!r} must be at least 1", param="batch_size")
     info, state = read_run(run_dir, checkpoint=checkpoint, tile=tile)
     out_dir = ensure_writable_dir(out)
     ov_dir = ensure_writable_dir(overlay_dir) if overlay_dir is not None else None
     if ov_dir is not None and ov_dir.resolve() == out_dir.resolve():
-        raise SettingsError("--overlay must be another folder than the label maps' (-o)")
+        raise SettingsError("overlay_dir= must be another folder than the label maps' (out=)",
+                            param=("overlay_dir", "out"))
     tasks = plan_tasks(images, out_dir, ov_dir)
     if not tasks:
         raise InputError(f"no PNG images found in {', '.join(str(i) for i in images) or 'the arguments'}")

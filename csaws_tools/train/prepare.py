@@ -104,12 +104,12 @@ def _prepare(images, maps, out, *, patch_size, per_class, sizes, repetitions, se
     if not ids:
         raise InputError(f"{trainval}: no label maps")
     if subsets not in SUBSET_SOURCES:
-        raise SettingsError(f"--subsets {subsets}: expected one of {', '.join(SUBSET_SOURCES)}")
+        raise SettingsError(f"subsets={subsets!r}: expected one of {', '.join(SUBSET_SOURCES)}", param="subsets")
     release = None
     if subsets != "own":
         release = Path(release_file) if release_file else find_release_splits(images)
     if subsets == "release" and release is None:
-        raise InputError(f"{images}: no training_random_splits.json found (--subsets release)")
+        raise InputError(f"{images}: no training_random_splits.json found (subsets='release')", param="subsets")
     if release is not None:
         splits = make_splits(ids, val_patients=val_patients, seed=seed, release_subsets=release, test_ids=test_ids)
         splits = _narrow(splits, sizes, repetitions, release)
@@ -143,8 +143,9 @@ def _narrow(splits: dict, sizes: Sequence[int] | None, repetitions: int | None, 
     if sizes:
         missing = [int(n) for n in sizes if str(int(n)) not in have]
         if missing:
-            raise SettingsError(f"--sizes {','.join(map(str, missing))}: {release} has subsets of "
-                                f"{', '.join(sorted(have, key=int))} patients only (or use --subsets own)")
+            raise SettingsError(f"sizes={missing!r}: {release} has subsets of "
+                                f"{', '.join(sorted(have, key=int))} patients only (or use subsets='own')",
+                                param=("sizes", "subsets"))
         have = {str(int(n)): have[str(int(n))] for n in sizes}
     def order(key: str):
         return (0, int(key), "") if key.isdigit() else (1, 0, key)
@@ -160,7 +161,8 @@ def _narrow(splits: dict, sizes: Sequence[int] | None, repetitions: int | None, 
             shared = sorted(val & set(v["patients"]))
             if shared:
                 raise InputError(f"{release}: subset {n}/{v['release_repetition']} holds validation patient(s) "
-                                 f"{', '.join(shared[:5])}; give --val-patients outside the subsets or --subsets own")
+                                 f"{', '.join(shared[:5])}; give val_patients= outside the subsets or subsets='own'",
+                                 param=("val_patients", "subsets"))
     splits = dict(splits, subsets=have)
     splits["subset_rule"] = dict(splits["subset_rule"], sizes=sorted(int(n) for n in have),
                                  rule="the release's subsets as given (N counts patients; SUL src/datasets.py)",

@@ -116,7 +116,8 @@ def _splits_doc(cfg: ExperimentConfig) -> dict:
     from ..splits import load_splits
 
     if not cfg.splits:
-        raise SettingsError("the studies need INPUTS/splits.json (written by csaws-train prepare --dataset)")
+        raise SettingsError("the studies need a splits file (splits=; INPUTS/splits.json written by "
+                            "'csaws-train prepare --dataset')", param="splits")
     doc = load_splits(cfg.splits)
     if "classes" not in doc:
         raise InputError(f"{cfg.splits}: not the splits of 'csaws-train prepare --dataset' (no class table)")
@@ -198,9 +199,10 @@ def _class_id(names: Sequence[str], name: str, complementary: Sequence[str]) -> 
     for i, c in enumerate(names):
         if norm(c) == norm(name):
             if c not in complementary:
-                raise SettingsError(f"--classes {name}: the background or the target, not a complementary class")
+                raise SettingsError(f"classes: {name!r} is the background or the target, not a complementary class",
+                                    param="classes")
             return i
-    raise SettingsError(f"--classes {name}: unknown class; classes: {', '.join(complementary)}")
+    raise SettingsError(f"classes: unknown class {name!r}; classes: {', '.join(complementary)}", param="classes")
 
 
 def run_study(sc: StudyConfig, out: str | os.PathLike, *, log: Callable[[str], None] | None = None,

@@ -35,7 +35,8 @@ class CsawsAdapter(DatasetAdapter):
         from ...patches import check_standard_maps
 
         if images is None:
-            raise InputError("the csaws dataset needs the image folder too (--images), beside the label maps ROOT")
+            raise InputError("the csaws dataset needs the image folder too (images=), beside the label maps root",
+                             param="images")
         self.images_dir = Path(images)
         if not self.images_dir.is_dir():
             raise InputError(f"{self.images_dir}: image folder not found")

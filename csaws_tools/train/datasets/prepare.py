@@ -73,8 +73,9 @@ def _derived(seed: int, *key: int) -> int:
     return int(np.random.SeedSequence([int(seed), *key]).generate_state(1)[0])
 
 
-def _too_big(what: str, asked: int, available: int, option: str, suggestion: int) -> InputError:
-    return InputError(f"{option} {asked} is more than the {available} {what}; pass {option} {suggestion} or less")
+def _too_big(what: str, asked: int, available: int, param: str, suggestion: int) -> InputError:
+    return InputError(f"{param}={asked} is more than the {available} {what}; pass {param}={suggestion} or less",
+                      param=param)
 
 
 def paper_split(adapter: DatasetAdapter, found: dict[str, list[Item]], *, val_size: int | None, seed: int,
@@ -86,7 +87,7 @@ def paper_split(adapter: DatasetAdapter, found: dict[str, list[Item]], *, val_si
         k = PAPER_VAL_SIZE if val_size is None else val_size
         if k >= len(official):
             raise _too_big("images of the official train set (some must stay for training)", k, len(official),
-                           "--val-size", max(1, len(official) // 5))
+                           "val_size", max(1, len(official) // 5))
         val_keys = set(seeded_take([i.key for i in official], k, seed, 0))
         split = {"train": [i for i in official if i.key not in val_keys],
                  "val": [i for i in official if i.key in val_keys], "test": found["val"]}
@@ -96,7 +97,7 @@ def paper_split(adapter: DatasetAdapter, found: dict[str, list[Item]], *, val_si
         k = PAPER_VAL_SIZE if val_size is None else val_size
         if k >= len(official):
             raise _too_big("images of the official val set (some must stay for testing)", k, len(official),
-                           "--val-size", max(1, len(official) // 3))
+                           "val_size", max(1, len(official) // 3))
         val_keys = set(seeded_take([i.key for i in official], k, seed, 0))
         split = {"train": found["train"], "val": [i for i in official if i.key in val_keys],
                  "test": [i for i in official if i.key not in val_keys]}
@@ -109,7 +110,8 @@ def paper_split(adapter: DatasetAdapter, found: dict[str, list[Item]], *, val_si
         if not items:
             raise InputError(f"{adapter.root}: no usable train/validation images")
         if val_size is not None:
-            raise SettingsError("csaws validates on whole patients (the protocol's 20); --val-size does not apply")
+            raise SettingsError("csaws validates on whole patients (the protocol's 20); val_size= does not apply",
+                                param="val_size")
         s = make_splits(sorted(items), sizes=(), repetitions=1, seed=seed)
         split = {"train": [items[k] for k in s["train"]["images"]], "val": [items[k] for k in s["val"]["images"]],
                  "test": found["test"]}
@@ -120,9 +122,9 @@ def paper_split(adapter: DatasetAdapter, found: dict[str, list[Item]], *, val_si
         t = round(0.2 * n) if test_size is None else test_size
         v = round(0.2 * n) if val_size is None else val_size
         if t + v >= n:
-            which, asked = ("--val-size", v) if val_size is not None or test_size is None else ("--test-size", t)
+            which, asked = ("val_size", v) if val_size is not None or test_size is None else ("test_size", t)
             raise _too_big("images left after the other held-out split (some must stay for training)", asked,
-                           n - (t if which == "--val-size" else v), which, max(0, (n - 1) // 5))
+                           n - (t if which == "val_size" else v), which, max(0, (n - 1) // 5))
         keys = [i.key for i in pool]
         test_keys = set(seeded_take(keys, t, seed, 2))
         rest = [k for k in keys if k not in test_keys]
@@ -145,7 +147,7 @@ def training_order(items: Sequence[Item], seed: int, repetition: int, ordering: 
     for it in items:
         groups.setdefault(it.group, []).append(it)
     if len(groups) == 1 and "" in groups:
-        raise SettingsError("--ordering by-city needs groups (cities); this dataset has none")
+        raise SettingsError("ordering='by-city' needs groups (cities); this dataset has none", param="ordering")
     rng = np.random.default_rng(_derived(seed, 3, repetition))
     names = sorted(groups)
     out: list[Item] = []
@@ -241,19 +243,20 @@ def prepare_dataset(adapter: DatasetAdapter, out: str | os.PathLike, *, target: 
     its ``exit_code`` is 1 when any image failed (the others are written).
     """
     if ordering not in ORDERINGS:
-        raise SettingsError(f"unknown ordering {ordering!r}; expected {' or '.join(ORDERINGS)}")
+        raise SettingsError(f"ordering={ordering!r}: expected {' or '.join(ORDERINGS)}", param="ordering")
     if resample not in RESAMPLES:
-        raise SettingsError(f"unknown resampling {resample!r}; expected {' or '.join(RESAMPLES)}")
+        raise SettingsError(f"resample={resample!r}: expected {' or '.join(RESAMPLES)}", param="resample")
     if size < 8:
-        raise SettingsError(f"--size must be at least 8, not {size}")
+        raise SettingsError(f"size={size!r} must be at least 8", param="size")
     if repetitions < 1 or seed < 0:
-        raise SettingsError("--repetitions must be at least 1 and --seed not negative")
+        raise SettingsError(f"repetitions={repetitions!r} must be at least 1 and seed={seed!r} not negative",
+                            param=("repetitions", "seed"))
     if val_size is not None and val_size < 1:
-        raise SettingsError(f"--val-size must be at least 1, not {val_size}")
+        raise SettingsError(f"val_size={val_size!r} must be at least 1", param="val_size")
     if coarse and adapter.name != "cityscapes":
-        raise SettingsError(f"--coarse needs Cityscapes gtCoarse; {adapter.name} has no coarse labels")
+        raise SettingsError(f"coarse=True needs Cityscapes gtCoarse; {adapter.name} has no coarse labels", param="coarse")
     if coarse and not adapter.has_coarse():
-        raise InputError(f"{adapter.root}: --coarse needs the gtCoarse/ folder (gtCoarse.zip)")
+        raise InputError(f"{adapter.root}: coarse=True needs the gtCoarse/ folder (gtCoarse.zip)", param="coarse")
     names = adapter.class_names
     target = target or adapter.target_default
     target_name, target_ids = parse_target(target, names)
@@ -273,13 +276,13 @@ def prepare_dataset(adapter: DatasetAdapter, out: str | os.PathLike, *, target: 
         sizes = [len(train)]
     for n in sizes:
         if n < 1:
-            raise SettingsError(f"subset size must be positive, not {n}")
+            raise SettingsError(f"sizes: a subset size must be positive, not {n}", param="sizes")
         if n > len(train):
             fit = [m for m in sizes if m <= len(train)] or [max(1, len(train) // 2)]
             if len(train) not in fit:
                 fit.append(len(train))
             raise InputError(f"subset size {n} exceeds the {len(train)} training images; pass "
-                             f"--sizes {','.join(str(m) for m in fit)}")
+                             f"sizes={fit!r}", param="sizes")
     orders = {str(r): training_order(train, seed, r, ordering) for r in range(repetitions)}
     subsets = {str(n): {r: {"seed": _derived(seed, 1 if ordering == 'random' else 3, int(r)),
                             "patients": sorted({i.group for i in o[:n]}),

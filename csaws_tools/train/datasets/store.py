@@ -194,7 +194,8 @@ class ImageSetReader:
             raise SettingsError(f"labels must be fine or coarse, not {labels!r}")
         if labels == "coarse" and "coarse_masks" not in self._h5:
             self._h5.close()
-            raise InputError(f"{self.path}: holds no coarse label maps (prepare with --coarse, training split)")
+            raise InputError(f"{self.path}: holds no coarse label maps (prepare with coarse=True, training split)",
+                             param="coarse")
         self.labels = labels
         self.coarse_mode = coarse_mode
         self.info = {"classes": attrs["classes"], "background": attrs["background"], "void": attrs["void"],
