@@ -9,7 +9,7 @@ that every CLI option's default equals the API parameter it maps to.
 from __future__ import annotations
 
 __all__ = [
-    "BITS", "BIT_DEPTHS", "COLOUR", "COLOUR_MODES", "COMPRESSION", "COMPRESSIONS", "FALLBACK", "FALLBACKS",
+    "BITS", "BIT_DEPTHS", "COLOUR", "COLOUR_MODES", "COMPRESSION", "COMPRESSIONS", "DEMO_ITERATIONS", "FALLBACK", "FALLBACKS",
     "LABEL_SCHEME", "LAYOUT", "LAYOUTS", "NUMBERING", "NUMBERINGS", "PATCH_SIZE", "PER_CLASS",
     "PREVIEW_ALPHA", "PREVIEW_MAX_SIZE", "PREVIEW_THUMB_SIZE", "REPETITIONS", "SAMPLE_TEST_PATIENTS",
     "SAMPLE_TRAIN_PATIENTS", "SAMPLE_WORKERS", "SEED", "SUBSET_SIZES", "TILE_DROP", "TILE_DROPS", "VOI", "VOI_MODES", "WORKERS",
@@ -69,3 +69,7 @@ SAMPLE_TEST_PATIENTS = 2
 #: for whatever this process does next (bench_merge, notebooks); the CLI's
 #: ``sample`` command is a process of its own, so ``--workers`` costs nothing later.
 SAMPLE_WORKERS = 1
+
+# -- demo
+#: Training iterations per run of the demo's with/without comparison (CPU-sized; docs/train.md).
+DEMO_ITERATIONS = 400

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .batch import BatchResult
+from .defaults import DEMO_ITERATIONS
 from .errors import CsawsError, OutputError
 
 #: The file that marks a folder as a previous demo (a rerun may write into it).
@@ -33,11 +34,11 @@ DEMO_TRAINING = {
     "patch_size": 64,        # crops and tiles (the study: 512)
     "crop": 48,              # random crop inside each patch (the study: 448)
     "per_class": 4,          # class-centred crops per class present in an image (the study: 10)
-    "iterations": 200,       # per run (the study: 100 epochs, thousands of iterations)
+    "iterations": DEMO_ITERATIONS,  # per run (the study: 100 epochs, thousands of iterations)
     "batch_size": 24,        # (the study: 12) a CPU step costs little more with 24 small crops than with 6
     "lr": 1e-4,              # Adam, as the study
     "val_every": 20,         # (the study: 100)
-    "val_max_tiles": 24,     # evenly spaced validation tiles (the study: all)
+    "val_max_tiles": None,   # all validation tiles, as the study (a subsample made the selection chance)
     "output_stride": 16,     # (the study: 8)
     "pretrained": "none",    # nothing downloaded (the study: ImageNet)
     "repetitions": 1,        # (the study: 5)

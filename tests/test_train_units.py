@@ -218,6 +218,49 @@ def test_model_strides_and_names():
     assert m8.backbone.layer3[0].conv2.stride == (1, 1) and m16.backbone.layer3[0].conv2.stride == (2, 2)
 
 
+@pytest.mark.parametrize("size,dilation", [((3, 3), 12), ((6, 6), 6), ((4, 9), 4), ((9, 4), 4), ((5, 5), 2), ((7, 5), 6), ((5, 7), 6),
+                                           ((1, 1), 1)])
+def test_atrous_convolution_that_skips_padding_taps_equals_the_dense_one(size, dilation):
+    """Output and weight/input gradients of the tap-skipping form equal the dense dilated convolution's."""
+    from csaws_tools.train.model import AtrousConv2d
+
+    torch.manual_seed(0)
+    conv = AtrousConv2d(8, 5, 3, padding=dilation, dilation=dilation, bias=True).double()
+    x = torch.randn(2, 8, *size, dtype=torch.double, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    w_ref = conv.weight.detach().clone().requires_grad_(True)
+    out = conv(x)
+    ref = torch.nn.functional.conv2d(x_ref, w_ref, conv.bias, 1, dilation, dilation)
+    assert out.shape == ref.shape == (2, 5, *size)
+    assert torch.allclose(out, ref, atol=1e-12)
+    grad = torch.randn_like(ref)
+    out.backward(grad)
+    ref.backward(grad)
+    assert torch.allclose(conv.weight.grad, w_ref.grad, atol=1e-12)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-12)
+    # the skipped taps are exactly those the dense form gives no gradient
+    if size[0] <= dilation and size[1] <= dilation:
+        outer = w_ref.grad.clone()
+        outer[:, :, 1, 1] = 0
+        assert not outer.any() and not conv.weight.grad[:, :, [0, 2]].any()
+
+
+def test_model_on_small_crops_gives_the_dense_convolutions_output(monkeypatch):
+    """The whole model with tap skipping (48-px input: 3x3 and 6x6 feature maps) equals the dense model."""
+    from csaws_tools.train import model as model_module
+
+    torch.manual_seed(1)
+    net = build_model(12, output_stride=16).double().eval()
+    x = torch.randn(2, 1, 48, 48, dtype=torch.double)
+    with torch.no_grad():
+        fast = net(x)["out"]
+        monkeypatch.setattr(model_module.AtrousConv2d, "forward", torch.nn.Conv2d.forward)
+        dense = net(x)["out"]
+    assert torch.allclose(fast, dense, atol=1e-9)
+    assert isinstance(net.classifier[0].convs[1][0], model_module.AtrousConv2d)
+    assert isinstance(net.backbone.layer4[0].conv2, model_module.AtrousConv2d)
+
+
 def _bn_entries(prefix, c):
     return {f"{prefix}.weight": torch.rand(c), f"{prefix}.bias": torch.rand(c), f"{prefix}.running_mean": torch.rand(c),
             f"{prefix}.running_var": torch.rand(c), f"{prefix}.num_batches_tracked": torch.tensor(5)}

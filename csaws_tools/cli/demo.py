@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..defaults import DEMO_ITERATIONS
 from ._common import handle_errors
 
 
@@ -16,15 +17,15 @@ from ._common import handle_errors
               help="End with a small CPU-sized with/without complementary-label comparison "
                    "(default: when PyTorch is installed).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Training iterations per run of the comparison (default 120).")
+              help=f"Training iterations per run of the comparison (default {DEMO_ITERATIONS}).")
 @handle_errors
 def demo(out: str, seed: int, workers: int | None, train: bool | None, iterations: int | None) -> None:
     """Make a small sample dataset in OUT and run every stage on it, printing what it wrote and where.
 
     Stages: sample -> dicom2png -> merge-masks -> stats and preview -> splits and patches ->
     (with PyTorch) a small with/without complementary-label comparison sized for a CPU
-    (a 16-patient sample, 64-px patches, 200 iterations of batch 24 per run, one repetition, from
-    scratch, the paper protocol otherwise; about 15 minutes on 2 cores) that writes
+    (a 16-patient sample, 64-px patches, 400 iterations of batch 24 per run, one repetition, from
+    scratch, the paper protocol otherwise; about 13 minutes on 2 cores) that writes
     results.parquet and a Figure-1-style plot. OUT must be empty, new or a previous demo.
     """
     from ..demo import run_demo
