@@ -12,7 +12,7 @@ __all__ = [
     "BITS", "BIT_DEPTHS", "COLOUR", "COLOUR_MODES", "COMPRESSION", "COMPRESSIONS", "DEMO_ITERATIONS", "FALLBACK", "FALLBACKS",
     "LABEL_SCHEME", "LAYOUT", "LAYOUTS", "NUMBERING", "NUMBERINGS", "PATCH_SIZE", "PER_CLASS",
     "PREVIEW_ALPHA", "PREVIEW_MAX_SIZE", "PREVIEW_THUMB_SIZE", "REPETITIONS", "SAMPLE_TEST_PATIENTS",
-    "SAMPLE_TRAIN_PATIENTS", "SAMPLE_WORKERS", "SEED", "SUBSET_SIZES", "TILE_DROP", "TILE_DROPS", "VOI", "VOI_MODES", "WORKERS",
+    "SAMPLE_TRAIN_PATIENTS", "SEED", "SUBSET_SIZES", "TILE_DROP", "TILE_DROPS", "VOI", "VOI_MODES", "WORKERS",
 ]
 
 # -- execution (every per-file stage, stats and sample)
@@ -59,16 +59,6 @@ PREVIEW_THUMB_SIZE = 256
 # -- sample
 SAMPLE_TRAIN_PATIENTS = 6
 SAMPLE_TEST_PATIENTS = 2
-#: The sample draws its few images in this process by default, the one stage
-#: not on :data:`WORKERS`. Measured (full-size sample, then merge_worker in the
-#: same process): the pool is shut down and joined (no process or thread is
-#: left), but once pyarrow is loaded (the sample writes sample.parquet) a
-#: process that has not itself freed large arrays gets every large numpy array
-#: from fresh pages from glibc's malloc: about 100,000 page faults and 25-45% more
-#: CPU per merge (1.2-1.5 s vs 0.95-1.05 s). Drawing in this process avoids it
-#: for whatever this process does next (bench_merge, notebooks); the CLI's
-#: ``sample`` command is a process of its own, so ``--workers`` costs nothing later.
-SAMPLE_WORKERS = 1
 
 # -- demo
 #: Training iterations per run of the demo's with/without comparison (CPU-sized; docs/train.md).

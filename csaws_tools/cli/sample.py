@@ -32,14 +32,14 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Image size in pixels [default: 640x512].")
 @click.option("--full-size", is_flag=True,
               help="Full-field mammograms of 4096x3328 pixels (about 1-4 s and 30 MB of PNG per image).")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=defaults.SAMPLE_WORKERS, show_default=True,
-              help="Processes drawing images in parallel (output is identical for any number).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=defaults.WORKERS,
+              help="Processes drawing images in parallel (default: all cores; output is identical for any number).")
 @click.option("--kind", type=click.Choice(["csaws", "cityscapes", "voc"]), default="csaws", show_default=True,
               help="Layout: CSAW-S mammograms, or tiny Cityscapes / PASCAL VOC 2012 stand-ins "
                    "(only --seed and --size apply to those).")
 @handle_errors
 def sample(out: Path, seed: int, patients: int, test_patients: int, size: tuple[int, int] | None,
-           full_size: bool, workers: int, kind: str) -> None:
+           full_size: bool, workers: int | None, kind: str) -> None:
     """Write a synthetic mammography dataset in the CSAW-S release layout to OUT.
 
     \b

@@ -552,13 +552,13 @@ def write_sample(
     n_test_patients: int = defaults.SAMPLE_TEST_PATIENTS,
     size: tuple[int, int] | None = None,
     full_size: bool = False,
-    workers: int | None = defaults.SAMPLE_WORKERS,
+    workers: int | None = defaults.WORKERS,
 ) -> SampleInfo:
     """Write a synthetic CSAW-S-like dataset under ``root`` (see the module docstring).
 
     ``size`` is (rows, columns), default :data:`DEFAULT_SIZE`; ``full_size``
-    gives 4096 x 3328. ``workers``: processes drawing images (default 1;
-    None for all cores; the files are identical either way). ``root`` must be empty, new, or a
+    gives 4096 x 3328. ``workers``: processes drawing images (default: all
+    cores, as every stage; the files are identical for any number). ``root`` must be empty, new, or a
     previous sample (whose files are then replaced); anything else is an
     :class:`~csaws_tools.errors.OutputError`.
     """
