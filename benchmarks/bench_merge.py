@@ -44,7 +44,7 @@ def self_made(root: Path) -> None:
     rr, cc = np.ogrid[: SIZE[0], : SIZE[1]]
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, SIZE, dtype=np.uint8)).save(folder / "000_1.png")
-    for k, cls in enumerate(MASK_CLASSES):
+    for cls in MASK_CLASSES:
         cy, cx = rng.integers(500, 3500), rng.integers(500, 2800)
         ry, rx = rng.integers(50, 2000), rng.integers(50, 1600)
         m = ((rr - cy) / ry) ** 2 + ((cc - cx) / rx) ** 2 <= 1
