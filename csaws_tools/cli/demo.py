@@ -27,6 +27,12 @@ def demo(out: str, seed: int, workers: int | None, train: bool | None, iteration
     (a 16-patient sample, 64-px patches, 400 iterations of batch 24 per run, one repetition, from
     scratch, the paper protocol otherwise; about 15 minutes on 2 cores) that writes
     results.parquet and a Figure-1-style plot. OUT must be empty, new or a previous demo.
+
+    \b
+    Examples:
+      csaws-prepare demo demo-out --workers 2
+      csaws-prepare demo demo-quick --no-train          # the data stages only, seconds
+      csaws-prepare demo demo-long --iterations 800     # longer training per run
     """
     from ..demo import run_demo
 
