@@ -200,7 +200,7 @@ def run_demo(
 
     source = _json.loads(Path(prep.splits).read_text())["subset_rule"]["source"]
     log("   configuration (a small synthetic run, CPU-sized; the study trains far longer on 512-px patches):")
-    log("   " + ", ".join(f"{k} {v}" for k, v in conf.items()) + f", N {sizes[0]} ({source} subsets), "
+    log("   " + ", ".join(f"{k} {'all' if v is None else v}" for k, v in conf.items()) + f", N {sizes[0]} ({source} subsets), "
         "elastic as the authors' code (alpha 256, sigma 512, p 0.5), SUL checkpoint rule, cancer-only val loss")
     log("   no ImageNet weights: trained from scratch (the study starts from ImageNet)")
     cfg = ExperimentConfig(train=tcfg, test_tiles=prep.test_tiles, test_maps=prep.test_maps, splits=prep.splits,

@@ -59,7 +59,7 @@ def test_tiny_demo_training_writes_results_with_its_configuration(tmp_path):
 
     lines = []
     paths = run_demo(tmp_path / "d", workers=1, train=True, log=lines.append, sample_size=(320, 256),
-                     training={"iterations": 1, "batch_size": 2, "val_every": 1, "val_max_tiles": 1,
+                     training={"iterations": 1, "batch_size": 2, "val_every": 1, "val_max_tiles": None,
                                "repetitions": 1, "per_class": 1})
     res = pd.read_parquet(paths["results"])
     assert set(res["setting"]) == {"with", "without"} and set(res["repetition"]) == {0}
@@ -67,6 +67,7 @@ def test_tiny_demo_training_writes_results_with_its_configuration(tmp_path):
     assert '"iterations": 1' in res["demo_configuration"].iloc[0]
     text = "\n".join(lines)
     assert "small synthetic run" in text and "from scratch" in text and "run 2 of 2" in text
+    assert "val_max_tiles all" in text  # the demo's default: every validation tile, said in words
     assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
     # a rerun into the same folder (a previous demo) is allowed
     run_demo(tmp_path / "d", workers=1, train=False, log=lambda m: None, sample_size=(320, 256))
