@@ -46,6 +46,7 @@ from ..atomic import write_text_atomic
 from ..batch import BatchResult, Task, ensure_writable_dir, run_batch, settings_hash
 from ..classes import labels_json, split_mask_stem
 from ..errors import InputError, SettingsError, one_line
+from ..files import files_under
 from ..guards import is_inside
 from ..identity import file_identity
 from ..jsonfile import read_json_object
@@ -481,8 +482,7 @@ def plan_tasks(images: Iterable[str | os.PathLike], out: Path,
     for arg in images:
         p = Path(arg)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() == ".png"
-                           and not f.name.startswith(".") and not is_inside(f, out) and not is_inside(f, overlay_dir))
+            found = files_under(p, (".png",), lambda f: is_inside(f, out) or is_inside(f, overlay_dir))
             pairs = [(f, f.relative_to(p)) for f in found if not _is_mask_beside_its_image(f)]
         else:
             pairs = [(p, Path(p.name).with_suffix(".png"))]

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from ...errors import InputError
+from ...files import files_under
 from ...jsonfile import read_json_object
 from .base import DatasetAdapter, Item, Problem
 
@@ -91,9 +92,7 @@ class FoldersAdapter(DatasetAdapter):
         items: list[Item] = []
         problems: list[Problem] = []
         seen: set[str] = set()
-        for p in sorted(self.images_dir.rglob("*")):
-            if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
-                continue
+        for p in files_under(self.images_dir, IMAGE_SUFFIXES):
             key = p.relative_to(self.images_dir).with_suffix("").as_posix()
             if key in seen:
                 problems.append(Problem(str(p), f"a second image with the key {key} (another suffix)"))
