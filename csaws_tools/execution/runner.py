@@ -68,7 +68,7 @@ from .tasks import (
     call_worker,
     default_workers,
     error_row,
-    exit_with_parent,
+    init_pool_process,
     run_tasks,
 )
 
@@ -81,6 +81,7 @@ __all__ = [
     "parse_shard",
     "run_batch",
     "settings_hash",
+    "stop_pool",
     "task_hash",
 ]
 
@@ -212,9 +213,53 @@ def _mp_context():
 
 
 def _pool(n_procs: int) -> cf.ProcessPoolExecutor:
-    """A process pool whose processes exit when this process dies (see :func:`~csaws_tools.tasks.exit_with_parent`)."""
+    """A process pool whose processes ignore Ctrl-C and exit when this process dies.
+
+    See :func:`~csaws_tools.execution.tasks.init_pool_process`; a pool is
+    stopped early with :func:`stop_pool`.
+    """
     return cf.ProcessPoolExecutor(max_workers=n_procs, mp_context=_mp_context(),
-                                  initializer=exit_with_parent, initargs=(os.getpid(),))
+                                  initializer=init_pool_process, initargs=(os.getpid(),))
+
+
+#: Seconds :func:`stop_pool` waits for a killed pool process to be gone.
+STOP_SECONDS = 5.0
+
+
+def stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """End ``pool`` now (Ctrl-C, fail-fast, an error): work in progress is abandoned.
+
+    Queued work is cancelled and the pool's processes are killed (they ignore
+    SIGINT; what they were writing is a temporary file that the next run
+    removes). A process killed while sending a result leaves half a message
+    in the result pipe, on which the pool's manager thread would wait for
+    ever, and the interpreter with it at exit. Once every process is gone
+    this process holds the pipe's last writing end: closing it ends such a
+    wait (the manager reads end-of-file and shuts the pool down).
+
+    Futures of ``pool`` must not be cancelled one by one before this: the
+    pool's manager thread would later fail on them (``InvalidStateError``);
+    ``shutdown(cancel_futures=True)`` cancels them in that thread instead.
+    """
+    # shutdown() drops the pool's references to these: take them first.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.kill()
+    gone = True
+    for proc in processes:
+        proc.join(STOP_SECONDS)
+        gone = gone and not proc.is_alive()
+    if gone and writer is not None:
+        writer.close()
+    if manager is not None:
+        manager.join(STOP_SECONDS)
+
+
+def _apply_chunk(func: Callable[[Any], Any], chunk: Sequence[Any]) -> list[Any]:
+    return [func(x) for x in chunk]
 
 
 def map_ordered(func: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None) -> list[Any]:
@@ -230,17 +275,30 @@ def map_ordered(func: Callable[[Any], Any], items: Sequence[Any], workers: int |
     n_procs = min(workers, len(items))
     if n_procs <= 1:
         return [func(x) for x in items]
-    with _pool(n_procs) as pool:
-        return list(pool.map(func, items, chunksize=max(1, len(items) // (4 * workers))))
+    size = max(1, len(items) // (4 * workers))
+    pool = _pool(n_procs)
+    try:
+        futures = [pool.submit(_apply_chunk, func, items[i : i + size]) for i in range(0, len(items), size)]
+        results = [x for fut in futures for x in fut.result()]
+    except BaseException:  # the first error, or Ctrl-C: do not wait for the rest
+        stop_pool(pool)
+        raise
+    pool.shutdown()
+    return results
 
 
 def _run_isolated(worker: Worker, batch: list[Task]) -> list[tuple[dict, Any]]:
     """Run one batch in a fresh single-process pool; a dead process fails the batch."""
-    with _pool(1) as pool:
-        try:
-            return pool.submit(run_tasks, worker, batch).result()
-        except cf.process.BrokenProcessPool:
-            return [(error_row(t, "worker process died while processing this input"), None) for t in batch]
+    pool = _pool(1)
+    try:
+        return pool.submit(run_tasks, worker, batch).result()
+    except cf.process.BrokenProcessPool:
+        return [(error_row(t, "worker process died while processing this input"), None) for t in batch]
+    except BaseException:  # Ctrl-C: do not wait for the batch
+        stop_pool(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _execute_local(
@@ -284,13 +342,10 @@ def _execute_local(
                     yield _run_isolated(worker, b)
                 pool = _pool(n_procs)
     finally:
-        for fut in pending:
-            fut.cancel()
         if pending:  # stopped early (Ctrl-C, fail-fast): do not wait for running batches
-            procs = getattr(pool, "_processes", None) or {}
-            for proc in list(procs.values()):
-                proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+            stop_pool(pool)
+        else:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _execute(

@@ -94,6 +94,20 @@ def run_tasks(worker: Worker, tasks: Sequence[Task]) -> list[tuple[dict, Any]]:
     return [call_worker(worker, t) for t in tasks]
 
 
+def init_pool_process(parent_pid: int) -> None:
+    """The initializer of every pool process: ignore Ctrl-C, end with the parent.
+
+    A terminal's Ctrl-C sends SIGINT to the whole foreground process group.
+    Raised inside a pool process, the KeyboardInterrupt can land while the
+    process reads a task from, or writes a result to, the pool's pipes and
+    leave half a message there, on which the pool then waits for ever. So
+    pool processes ignore SIGINT; the main process alone decides, and stops
+    them (see :func:`csaws_tools.execution.runner.stop_pool`).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+
+
 def exit_with_parent(parent_pid: int) -> None:
     """Make this (pool) process end when the process ``parent_pid`` that started it dies.
 
@@ -130,6 +144,7 @@ __all__ = [
     "default_workers",
     "error_row",
     "exit_with_parent",
+    "init_pool_process",
     "run_tasks",
     "Task",
     "WATCHDOG_SECONDS",
