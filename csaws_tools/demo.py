@@ -42,6 +42,7 @@ DEMO_TRAINING = {
     "output_stride": 16,     # (the study: 8)
     "pretrained": "none",    # nothing downloaded (the study: ImageNet)
     "repetitions": 1,        # (the study: 5)
+    "jobs": 2,               # the two settings trained at once, each with half the threads (at most 4 in all)
 }
 
 #: The demo's sample: patients with train/val and with test images (the sample's default: 6 and 2).
@@ -184,7 +185,9 @@ def run_demo(
     conf = dict(DEMO_TRAINING, **(training or {}))
     if train_iterations is not None:
         conf["iterations"] = int(train_iterations)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    threads = max(1, min(4, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    jobs = conf["jobs"] = max(1, min(int(conf["jobs"]), threads))  # one process per core at most
     with _warnings_as_notes(log):
         prep = prepare_inputs(png, maps, out / "train_inputs", patch_size=conf["patch_size"],
                               per_class=conf["per_class"], repetitions=conf["repetitions"], seed=seed,
@@ -195,7 +198,7 @@ def run_demo(
     tcfg = TrainConfig(prep.train_file, prep.val_file, iterations=conf["iterations"], batch_size=conf["batch_size"],
                        lr=conf["lr"], val_every=conf["val_every"], val_max_crops=conf["val_max_tiles"],
                        eval_batch_size=16, output_stride=conf["output_stride"], device="cpu",
-                       pretrained=conf["pretrained"], augment=AugmentConfig(crop=conf["crop"]))
+                       pretrained=conf["pretrained"], augment=AugmentConfig(crop=conf["crop"]), threads=threads)
     import json as _json
 
     source = _json.loads(Path(prep.splits).read_text())["subset_rule"]["source"]
@@ -204,9 +207,10 @@ def run_demo(
         "elastic as the authors' code (alpha 256, sigma 512, p 0.5), SUL checkpoint rule, cancer-only val loss")
     log("   no ImageNet weights: trained from scratch (the study starts from ImageNet)")
     cfg = ExperimentConfig(train=tcfg, test_tiles=prep.test_tiles, test_maps=prep.test_maps, splits=prep.splits,
-                           sizes=sizes, repetitions=reps)
+                           sizes=sizes, repetitions=reps, jobs=jobs)
     t_train = time.perf_counter()
-    results = run_grid(cfg, out / "experiment", log=lambda m: log("   " + m) if m.startswith("run ") else None)
+    results = run_grid(cfg, out / "experiment", log=lambda m: log("   " + m) if m.startswith("run ") else None,
+                       title="CSAW-S sample: a small synthetic CPU run (not the study's result)")
     results["demo_configuration"] = _json.dumps(conf, sort_keys=True)
     results["demo_note"] = "small synthetic CPU run; not the study's result"
     from .atomic import atomic_path

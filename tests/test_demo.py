@@ -1,8 +1,10 @@
 """``csaws-prepare demo`` runs every stage and says where it wrote each output."""
 
+import os
+
 import h5py
-import pytest
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from csaws_tools.batch import read_manifest
@@ -68,6 +70,7 @@ def test_tiny_demo_training_writes_results_with_its_configuration(tmp_path):
     text = "\n".join(lines)
     assert "small synthetic run" in text and "from scratch" in text and "run 2 of 2" in text
     assert "val_max_tiles all" in text  # the demo's default: every validation tile, said in words
+    assert f"jobs {min(2, os.cpu_count() or 1)}" in text  # both settings at once where there are two cores
     assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
     # a rerun into the same folder (a previous demo) is allowed
     run_demo(tmp_path / "d", workers=1, train=False, log=lambda m: None, sample_size=(320, 256))

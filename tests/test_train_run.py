@@ -290,3 +290,40 @@ def test_imagenet_initialisation_from_the_hub_cache_is_recorded(prepared, tmp_pa
     assert info["initialisation"] == "imagenet" and info["weights_sha256"] == sha
     assert m["initialisation"] == "imagenet" and m["weights_sha256"] == sha
     assert "tensors loaded" in info["pretrained_report"]
+
+
+def test_runs_trained_in_parallel_processes_equal_those_run_one_after_the_other(prepared, tmp_path):
+    _, p = prepared
+    serial_cfg = ExperimentConfig(train=tiny(p, iterations=3, threads=1), test_tiles=p.test_tiles,
+                                  test_maps=p.test_maps, splits=p.splits, sizes=(2,), repetitions=1)
+    serial = run_grid(serial_cfg, tmp_path / "serial", log=lambda m: None)
+    messages: list[str] = []
+    # two processes with one thread each: the same arithmetic as one thread one run after the other
+    parallel_cfg = replace(serial_cfg, jobs=2, train=replace(serial_cfg.train, threads=2))
+    parallel = run_grid(parallel_cfg, tmp_path / "parallel", log=messages.append)
+    columns = ["setting", "n_train", "repetition", "evaluated_against", "iou", "tp", "fp", "fn",
+               "selected_iteration", "selected_val_iou", "num_classes"]
+    pd.testing.assert_frame_equal(serial[columns], parallel[columns])
+    for setting in ("with", "without"):
+        a, b = (json.loads((tmp_path / folder / "runs" / setting / "n2/rep0/metrics.json").read_text())
+                for folder in ("serial", "parallel"))
+        assert a["settings_hash"] == b["settings_hash"]
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in a["history"]] == \
+            [{k: v for k, v in r.items() if k != "seconds"} for r in b["history"]]
+    # the runs' messages reached the caller's log, each run's once
+    assert sum(m.startswith("run 1 of 2: with") for m in messages) == 1
+    assert sum(m.startswith("run 2 of 2: without") for m in messages) == 1
+
+
+def test_a_run_failing_in_its_process_stops_the_grid_with_a_one_line_error(prepared, tmp_path):
+    from csaws_tools.errors import CsawsError
+
+    _, p = prepared
+    cfg = ExperimentConfig(train=tiny(p, iterations=2), test_tiles=p.test_tiles, test_maps=p.test_maps,
+                           splits=p.splits, sizes=(2,), repetitions=1, jobs=2)
+    settings = [("with", "all", {}), ("broken", "keep:no_such_class", {})]
+    with pytest.raises(CsawsError, match=r"^run 2 of 2 \(broken N=2 rep=0\): .*no_such_class") as caught:
+        run_grid(cfg, tmp_path / "exp", settings=settings, log=lambda m: None)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(Exception, match="jobs=0"):
+        run_grid(replace(cfg, jobs=0), tmp_path / "exp0", log=lambda m: None)

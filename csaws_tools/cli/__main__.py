@@ -2,4 +2,5 @@
 
 from . import main
 
-main(prog_name="csaws-prepare")
+if __name__ == "__main__":
+    main(prog_name="csaws-prepare")

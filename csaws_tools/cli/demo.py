@@ -25,7 +25,8 @@ def demo(out: str, seed: int, workers: int | None, train: bool | None, iteration
     Stages: sample -> dicom2png -> merge-masks -> stats and preview -> splits and patches ->
     (with PyTorch) a small with/without complementary-label comparison sized for a CPU
     (a 16-patient sample, 64-px patches, 400 iterations of batch 24 per run, one repetition, from
-    scratch, the paper protocol otherwise; about 15 minutes on 2 cores) that writes
+    scratch, the paper protocol otherwise, the two settings side by side; about 12 minutes on
+    2 cores) that writes
     results.parquet and a Figure-1-style plot. OUT must be empty, new or a previous demo.
 
     \b

@@ -91,7 +91,7 @@ def training_options(func: Callable) -> Callable:
 
 
 def grid_options(func: Callable) -> Callable:
-    """--sizes and --repetitions of a grid (``run`` and ``study``)."""
+    """--sizes, --repetitions and --jobs of a grid (``run`` and ``study``)."""
     opts = [
         click.option("--sizes", default=None, callback=int_list,
                      help="Training-set sizes N to run, comma-separated (default: every size in the splits file, "
@@ -99,6 +99,10 @@ def grid_options(func: Callable) -> Callable:
                           "largest prepared size below it)."),
         click.option("--repetitions", type=click.IntRange(min=1), default=None,
                      help="Runs per N and setting (default: every repetition in the splits file, else 5)."),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Runs trained at once, each in its own process with --threads / JOBS torch threads "
+                          "(default threads: all cores). On a CPU, 2 one-thread runs finish sooner than the "
+                          "same runs one after the other with 2 threads."),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -303,7 +307,7 @@ def _experiment(inputs, train_file, val_file, test_tiles, test_maps, splits, siz
             raise SettingsError("give --test-maps (the CSAW-S test label maps, merge-masks' MAPS/test)")
     return ExperimentConfig(train=_train_config(train_file, val_file, kw), test_tiles=tiles, test_maps=test_maps,
                             splits=splits, sizes=sizes, repetitions=repetitions, with_scheme=with_scheme,
-                            without_scheme=without_scheme, keep_last=keep_last)
+                            without_scheme=without_scheme, keep_last=keep_last, jobs=kw.get("jobs") or 1)
 
 
 @train.command("run")

@@ -23,13 +23,19 @@ Output folder::
                                     figure5.png Cityscapes, figure6.png VOC, figure_with_without.png others)
 
 Rerunning skips finished runs and evaluations; an interrupted run resumes
-from its last checkpoint.
+from its last checkpoint. ``ExperimentConfig.jobs`` > 1 trains that many runs
+at once in separate processes, each with its share of the CPU threads (on a
+CPU, two 1-thread runs finish sooner than the same runs one after the other
+with 2 threads each; see :func:`run_cells`).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import queue as queue_module
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,7 +46,7 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text_atomic
 from ..batch import inputs_hash, settings_hash
-from ..errors import InputError, SettingsError
+from ..errors import CsawsError, InputError, SettingsError, one_line
 from ..labels import parse_scheme
 from .data import file_hash, is_image_set, read_index
 from .loop import (
@@ -73,6 +79,8 @@ class ExperimentConfig:
     without_scheme: str = "binary"
     subset_seed: int = 0
     keep_last: bool = False
+    #: runs trained at once, each in its own process with ``threads // jobs`` torch threads
+    jobs: int = 1
 
 
 def subsets(cfg: ExperimentConfig) -> dict[int, dict[int, list[str]]]:
@@ -176,43 +184,150 @@ def inputs_of(cfg: ExperimentConfig) -> RunData:
 def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLike, *,
               log: Callable[[str], None] | None = None, overwrite: bool = False) -> pd.DataFrame:
     """Train (or skip, or resume) and evaluate each cell under ``out/runs/<setting>/n<N>/rep<r>``;
-    return one row per run and reference. The runs of one (N, repetition) share their seed."""
+    return one row per run and reference. The runs of one (N, repetition) share their seed.
+
+    With ``cfg.jobs`` > 1 the cells are trained and evaluated ``jobs`` at a
+    time in separate processes (see :func:`_run_in_processes`), then read
+    back here in order; the results are those of the same cells run one
+    after the other (up to floating-point differences between thread counts).
+    """
     log = log or print
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.train.device)
     if cfg.test_maps is None and not is_image_set(cfg.test_tiles):
         raise SettingsError(f"{cfg.test_tiles}: CSAW-S test tiles need the test label maps (test_maps=)",
                             param="test_maps")
+    if cfg.jobs < 1:
+        raise SettingsError(f"jobs={cfg.jobs}: give 1 or more", param="jobs")
+    if cfg.jobs > 1 and len(cells) > 1:
+        _run_in_processes(cfg, cells, out, log, overwrite)
+        log, overwrite = (lambda msg: None), False  # every cell is done: read them back quietly
+    device = resolve_device(cfg.train.device)
     tiles_hash = file_hash(cfg.test_tiles)
     rows: list[dict] = []
     for k, cell in enumerate(cells, start=1):
-        n, rep, setting, ids = cell.n, cell.rep, cell.setting, cell.ids
-        run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
-        overrides: dict[str, Any] = dict(cell.overrides)
-        tcfg = replace(cfg.train, scheme=cell.scheme, image_ids=list(ids),
-                       seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep), **overrides)
-        data = run_data(tcfg)
-        log(f"run {k} of {len(cells)}: {setting} N={n} rep={rep}, {len(ids)} images")
-        metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite,
-                            progress_name=f"run {k}/{len(cells)} {setting} N={n} rep={rep}")
-        if not cfg.keep_last:
-            (run_dir / "last.pt").unlink(missing_ok=True)
-        test = _evaluate_run(run_dir, cfg, device, metrics["settings_hash"], tiles_hash, overwrite,
-                             data, effective_config(tcfg, data))
-        for r in test:
-            rows.append({"setting": setting, "n_train": n, "repetition": rep, **r,
-                         "n_images_train": len(ids), "scheme": data.scheme.spec,
-                         "num_classes": data.scheme.num_classes,
-                         "selected_iteration": metrics.get("selected_iteration"),
-                         "selected_val_iou": metrics.get("selected_val_iou"),
-                         "iterations": metrics.get("iterations"),
-                         "initialisation": metrics.get("initialisation"),
-                         "weights_sha256": metrics.get("weights_sha256"),
-                         "protocol": _protocol_label(effective_config(tcfg, data), data.target),
-                         "run": str(run_dir.relative_to(out)),
-                         "dataset": data.dataset, "target": data.target, **dict(cell.columns)})
+        rows.extend(_run_cell(cfg, cell, k, len(cells), out, log, overwrite, device, tiles_hash))
     return pd.DataFrame(rows)
+
+
+def _run_cell(cfg: ExperimentConfig, cell: Cell, k: int, total: int, out: Path, log: Callable[[str], None],
+              overwrite: bool, device, tiles_hash: str) -> list[dict]:
+    """Train (or skip, or resume) and evaluate cell ``k`` of ``total``; its result rows."""
+    n, rep, setting, ids = cell.n, cell.rep, cell.setting, cell.ids
+    run_dir = out / "runs" / setting / f"n{n}" / f"rep{rep}"
+    overrides: dict[str, Any] = dict(cell.overrides)
+    tcfg = replace(cfg.train, scheme=cell.scheme, image_ids=list(ids),
+                   seed=run_seed(cfg.train.seed, n, rep), train_file=train_file_of(cfg, rep), **overrides)
+    data = run_data(tcfg)
+    log(f"run {k} of {total}: {setting} N={n} rep={rep}, {len(ids)} images")
+    metrics = train_run(tcfg, run_dir, log=log, overwrite=overwrite,
+                        progress_name=f"run {k}/{total} {setting} N={n} rep={rep}")
+    if not cfg.keep_last:
+        (run_dir / "last.pt").unlink(missing_ok=True)
+    test = _evaluate_run(run_dir, cfg, device, metrics["settings_hash"], tiles_hash, overwrite,
+                         data, effective_config(tcfg, data))
+    return [{"setting": setting, "n_train": n, "repetition": rep, **r,
+             "n_images_train": len(ids), "scheme": data.scheme.spec,
+             "num_classes": data.scheme.num_classes,
+             "selected_iteration": metrics.get("selected_iteration"),
+             "selected_val_iou": metrics.get("selected_val_iou"),
+             "iterations": metrics.get("iterations"),
+             "initialisation": metrics.get("initialisation"),
+             "weights_sha256": metrics.get("weights_sha256"),
+             "protocol": _protocol_label(effective_config(tcfg, data), data.target),
+             "run": str(run_dir.relative_to(out)),
+             "dataset": data.dataset, "target": data.target, **dict(cell.columns)} for r in test]
+
+
+class _QueueStream:
+    """A text stream (not a terminal) that sends each whole line to the parent process."""
+
+    def __init__(self, messages: Any) -> None:
+        self.messages, self.pending = messages, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.messages.put(("line", line))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _cell_process(cfg: ExperimentConfig, cell: Cell, k: int, total: int, out: str, overwrite: bool,
+                  messages: Any) -> None:
+    """Body of one process of :func:`_run_in_processes`: run one cell, report through ``messages``."""
+    sys.stderr = _QueueStream(messages)  # progress lines (not a bar: several runs share the terminal)
+    try:
+        _run_cell(cfg, cell, k, total, Path(out), lambda msg: messages.put(("log", msg)), overwrite,
+                  resolve_device(cfg.train.device), file_hash(cfg.test_tiles))
+        messages.put(("done", k))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the grid
+        messages.put(("error", f"run {k} of {total} ({cell.setting} N={cell.n} rep={cell.rep}): {one_line(exc)}"))
+
+
+def _run_in_processes(cfg: ExperimentConfig, cells: Sequence[Cell], out: Path, log: Callable[[str], None],
+                      overwrite: bool) -> None:
+    """Train and evaluate ``cells``, ``cfg.jobs`` at a time, each in a fresh (spawned) process.
+
+    Each process gets ``threads // jobs`` torch threads (``threads``: the
+    run's setting, else all cores). Log messages reach ``log``; progress lines
+    go to stderr, prefixed by their run. The first failure stops the others
+    and is raised here as a :class:`~csaws_tools.errors.CsawsError`; Ctrl-C
+    stops them too (a run resumes from its last checkpoint next time).
+    """
+    import torch
+
+    threads = max(1, (cfg.train.threads or torch.get_num_threads()) // cfg.jobs)
+    job_cfg = replace(cfg, train=replace(cfg.train, threads=threads), jobs=1)
+    context = multiprocessing.get_context("spawn")  # torch's threads do not survive fork
+    messages = context.Queue()
+    todo = list(enumerate(cells, start=1))
+    running: dict[int, Any] = {}
+    finished: set[int] = set()
+
+    def handle(kind: str, value: Any) -> None:
+        if kind == "log":
+            log(value)
+        elif kind == "line":
+            print(value, file=sys.stderr, flush=True)
+        elif kind == "done":
+            finished.add(value)
+        else:
+            raise CsawsError(value)
+
+    try:
+        while todo or running:
+            while todo and len(running) < cfg.jobs:
+                k, cell = todo.pop(0)
+                proc = context.Process(target=_cell_process, args=(job_cfg, cell, k, len(cells), str(out),
+                                                                   overwrite, messages), daemon=True)
+                proc.start()
+                running[k] = proc
+            try:
+                handle(*messages.get(timeout=0.5))
+            except queue_module.Empty:
+                pass
+            for k, proc in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                while k not in finished:  # what it sent before it ended
+                    try:
+                        handle(*messages.get(timeout=1.0))
+                    except queue_module.Empty:
+                        raise CsawsError(f"run {k} of {len(cells)}: its process ended with status "
+                                         f"{proc.exitcode} without finishing") from None
+                del running[k]
+    finally:
+        for proc in running.values():
+            proc.kill()
+            proc.join()
 
 
 def grid_cells(cfg: ExperimentConfig, settings: Sequence[tuple[str, str, dict]] | None = None) -> list[Cell]:
