@@ -210,7 +210,7 @@ def run_demo(
                            sizes=sizes, repetitions=reps, jobs=jobs)
     t_train = time.perf_counter()
     results = run_grid(cfg, out / "experiment", log=lambda m: log("   " + m) if m.startswith("run ") else None,
-                       title="CSAW-S sample: a small synthetic CPU run (not the study's result)")
+                       title="CSAW-S sample: small synthetic CPU run")
     results["demo_configuration"] = _json.dumps(conf, sort_keys=True)
     results["demo_note"] = "small synthetic CPU run; not the study's result"
     from .atomic import atomic_path
