@@ -327,3 +327,56 @@ def test_a_run_failing_in_its_process_stops_the_grid_with_a_one_line_error(prepa
     assert "\n" not in str(caught.value)
     with pytest.raises(Exception, match="jobs=0"):
         run_grid(replace(cfg, jobs=0), tmp_path / "exp0", log=lambda m: None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads child processes from /proc")
+def test_runs_in_their_own_processes_end_when_the_grid_process_is_killed(prepared, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, p = prepared
+    script = f"""
+import sys
+from csaws_tools.train.augment import AugmentConfig
+from csaws_tools.train.experiment import ExperimentConfig, run_grid
+from csaws_tools.train.loop import TrainConfig
+t = TrainConfig({p.train_file_for(0)!r}, {p.val_file!r}, iterations=100000, batch_size=2, val_every=1000,
+                val_max_crops=4, output_stride=16, augment=AugmentConfig(crop=48), pretrained=None,
+                progress=False, threads=2)
+cfg = ExperimentConfig(train=t, test_tiles={p.test_tiles!r}, test_maps={p.test_maps!r}, splits={p.splits!r},
+                       sizes=(2,), repetitions=1, jobs=2)
+run_grid(cfg, {str(tmp_path / "exp")!r}, log=lambda m: None)
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)))
+    try:
+        runs: list[int] = []
+        end = time.monotonic() + 120
+        while len(runs) < 2 and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.5)
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            runs = [int(c) for c in children
+                    if b"multiprocessing.spawn" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(runs) == 2, "the two runs did not start"
+        proc.kill()  # SIGKILL: the grid process cannot stop its runs itself
+        proc.wait()
+        end = time.monotonic() + 15
+        while any(_alive(pid) for pid in runs) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in runs), "a run went on training after its grid process died"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in runs:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

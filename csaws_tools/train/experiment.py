@@ -47,6 +47,7 @@ import pandas as pd
 from ..atomic import atomic_path, write_text_atomic
 from ..batch import inputs_hash, settings_hash
 from ..errors import CsawsError, InputError, SettingsError, one_line
+from ..execution.tasks import init_pool_process
 from ..labels import parse_scheme
 from .data import file_hash, is_image_set, read_index
 from .loop import (
@@ -260,8 +261,12 @@ class _QueueStream:
 
 
 def _cell_process(cfg: ExperimentConfig, cell: Cell, k: int, total: int, out: str, overwrite: bool,
-                  messages: Any) -> None:
-    """Body of one process of :func:`_run_in_processes`: run one cell, report through ``messages``."""
+                  messages: Any, parent: int) -> None:
+    """Body of one process of :func:`_run_in_processes`: run one cell, report through ``messages``.
+
+    Like a batch pool process it ignores Ctrl-C (the parent stops it) and ends with its parent.
+    """
+    init_pool_process(parent)
     sys.stderr = _QueueStream(messages)  # progress lines (not a bar: several runs share the terminal)
     try:
         _run_cell(cfg, cell, k, total, Path(out), lambda msg: messages.put(("log", msg)), overwrite,
@@ -279,7 +284,9 @@ def _run_in_processes(cfg: ExperimentConfig, cells: Sequence[Cell], out: Path, l
     run's setting, else all cores). Log messages reach ``log``; progress lines
     go to stderr, prefixed by their run. The first failure stops the others
     and is raised here as a :class:`~csaws_tools.errors.CsawsError`; Ctrl-C
-    stops them too (a run resumes from its last checkpoint next time).
+    (which they ignore) and any other exception here kill them (a run
+    resumes from its last checkpoint next time), and so does the death of
+    this process, even by SIGKILL.
     """
     import torch
 
@@ -306,7 +313,8 @@ def _run_in_processes(cfg: ExperimentConfig, cells: Sequence[Cell], out: Path, l
             while todo and len(running) < cfg.jobs:
                 k, cell = todo.pop(0)
                 proc = context.Process(target=_cell_process, args=(job_cfg, cell, k, len(cells), str(out),
-                                                                   overwrite, messages), daemon=True)
+                                                                   overwrite, messages, os.getpid()),
+                                       daemon=True)
                 proc.start()
                 running[k] = proc
             try:
