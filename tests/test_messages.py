@@ -206,3 +206,15 @@ def test_export_warning_names_the_parameter_in_python_and_the_flag_on_the_cli(im
                                     "--test-labels", "annotator_1", "-j", "1", "--no-progress"])
     warnings = [ln for ln in cli.output.splitlines() if ln.startswith("warning: ")]
     assert any(w.endswith("(pick another --test-labels)") for w in warnings), cli.output
+
+
+def test_ctrl_c_ends_any_command_with_one_line_and_status_130_like_the_batch_commands():
+    @click.command()
+    @handle_errors
+    def long_job() -> None:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the middle of, e.g., a training run
+
+    result = CliRunner().invoke(long_job, [])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines() == ["interrupted: finished outputs are kept; a rerun goes on from there"]
+    assert "Aborted" not in result.output

@@ -200,10 +200,12 @@ def cli_text(text: str, params: Iterable[str], ctx: click.Context | None = None)
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn a :class:`CsawsError` into ``error: <message>`` and exit status 2.
+    """Turn a :class:`CsawsError` into ``error: <message>`` and exit status 2, Ctrl-C into 130.
 
     The message names the command's options where the library named its
-    parameters (:func:`cli_message`).
+    parameters (:func:`cli_message`). Ctrl-C ends every command as the batch
+    commands end it: one ``interrupted`` line and exit status 130 (not
+    click's "Aborted!" and 1).
     """
 
     @functools.wraps(func)
@@ -213,6 +215,9 @@ def handle_errors(func: Callable) -> Callable:
         except CsawsError as exc:
             click.echo(f"error: {cli_message(exc)}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished outputs are kept; a rerun goes on from there", err=True)
+            sys.exit(130)
 
     return wrapper
 
