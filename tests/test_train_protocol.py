@@ -299,3 +299,33 @@ def test_progress_to_a_closed_stream_does_not_fail_the_run():
     bar.update(1)
     bar.note("val_iou 0.1")
     bar.close()
+
+
+def test_sul_schedule_follows_the_authors_multisteplr_stepped_every_100_iterations():
+    from csaws_tools.train.loop import lr_lambda
+
+    # SUL (src/trainer.py): MultiStepLR(milestones=[1000, 2000]), stepped after iteration 1 and
+    # after every 100th iteration (log_every); iteration i trains with the rate set before it.
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sul = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1000, 2000])
+    ours = lr_lambda("sul", 250_000)
+    for i in range(1, 250_001):
+        assert math.isclose(opt.param_groups[0]["lr"], ours(i - 1), rel_tol=1e-9), i
+        if i == 1 or i % 100 == 0:
+            sul.step()
+    assert ours(99_899) == 1.0 and ours(99_900) == 0.1 and ours(199_900) == 0.01
+
+
+def test_the_sul_schedule_is_the_default_and_keeps_the_hash_of_runs_it_leaves_constant():
+    from click.testing import CliRunner
+
+    from csaws_tools.cli.train import PROTOCOL_DEFAULTS, train
+
+    cfg = TrainConfig("a/train_rep0.h5", "a/val_tiles.h5")
+    assert cfg.schedule == "sul" and PROTOCOL_DEFAULTS["paper"]["schedule"] == "sul"
+    assert PROTOCOL_DEFAULTS["earlier"]["schedule"] == "constant"
+    # below iteration 99,900 the rate never drops: such runs hash as 'constant' runs did
+    assert cfg.settings() == TrainConfig("a/train_rep0.h5", "a/val_tiles.h5", schedule="constant").settings()
+    help_text = CliRunner().invoke(train, ["run", "--help"]).output
+    assert "99,900" in help_text and "sul" in help_text

@@ -380,3 +380,14 @@ run_grid(cfg, {str(tmp_path / "exp")!r}, log=lambda m: None)
         for pid in runs:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_long_enough_for_suls_rate_drop_hashes_its_schedule(prepared):
+    from csaws_tools.train.loop import plan_run
+
+    _, p = prepared
+    short = {s: plan_run(tiny(p, iterations=99_900, schedule=s), lambda m: None) for s in ("sul", "constant")}
+    long = {s: plan_run(tiny(p, iterations=99_901, schedule=s), lambda m: None) for s in ("sul", "constant")}
+    assert short["sul"].settings_hash == short["constant"].settings_hash  # the same rates throughout
+    assert long["sul"].settings_hash != long["constant"].settings_hash  # the rate drops at 99,900
+    assert long["sul"].settings["schedule"] == "sul"

@@ -21,8 +21,8 @@ from .train_prepare_dataset import (
 
 PROTOCOL_DEFAULTS = {
     # SUL: the authors' code (src/trainer.py, src/datasets.py); earlier: this tool's previous rule
-    "paper": {"selection": "sul", "val_loss": "cancer", "augment": "paper"},
-    "earlier": {"selection": "smoothed-loss", "val_loss": "all", "augment": "independent"},
+    "paper": {"selection": "sul", "val_loss": "cancer", "augment": "paper", "schedule": "sul"},
+    "earlier": {"selection": "smoothed-loss", "val_loss": "all", "augment": "independent", "schedule": "constant"},
 }
 
 
@@ -40,8 +40,10 @@ def training_options(func: Callable) -> Callable:
         click.option("--batch-size", type=click.IntRange(min=1), default=12, show_default=True, help="Crops per batch."),
         click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate."),
         click.option("--weight-decay", type=float, default=1e-6, show_default=True, help="Adam weight decay."),
-        click.option("--schedule", type=click.Choice(["constant", "poly", "cosine"]), default="constant",
-                     show_default=True, help="Learning-rate schedule over the run (poly: power 0.9)."),
+        click.option("--schedule", type=click.Choice(["sul", "constant", "poly", "cosine"]), default=None,
+                     help="Learning-rate schedule (default: the protocol's). sul: as the authors' code, x0.1 "
+                          "from iteration 99,900 and again from 199,900 (constant for shorter runs; --protocol "
+                          "paper); constant (--protocol earlier); poly (power 0.9); cosine."),
         click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Linear learning-rate warmup iterations."),
         click.option("--val-every", type=click.IntRange(min=1), default=100, show_default=True,
@@ -117,7 +119,7 @@ def _train_config(train_file: str, val_file: str, kw: dict):
     return TrainConfig(
         train_file=str(train_file), val_file=str(val_file), iterations=kw["iterations"],
         epochs=None if kw["iterations"] is not None else kw["epochs"],
-        batch_size=kw["batch_size"], lr=kw["lr"], weight_decay=kw["weight_decay"], schedule=kw["schedule"],
+        batch_size=kw["batch_size"], lr=kw["lr"], weight_decay=kw["weight_decay"], schedule=kw["schedule"] or proto["schedule"],
         warmup=kw["warmup"], val_every=kw["val_every"], val_max_crops=kw["val_max_crops"],
         val_loss=kw["val_loss"] or proto["val_loss"], selection=kw["selection"] or proto["selection"],
         eval_batch_size=kw["eval_batch_size"], output_stride=int(kw["output_stride"]), aux_loss=kw["aux_loss"],

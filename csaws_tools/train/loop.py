@@ -67,7 +67,12 @@ from .model import build_model
 from .progress import Progress
 from .selection import RULES, TOLERANCE, WINDOW, moving_average, select_checkpoint
 
-SCHEDULES = ("constant", "poly", "cosine")
+SCHEDULES = ("sul", "constant", "poly", "cosine")
+#: Iterations (0-based) from which SUL's learning rate is 0.1x and 0.01x its start. SUL builds
+#: ``MultiStepLR(milestones=[1000, 2000])`` (gamma 0.1) and steps it after iteration 1 and every
+#: ``log_every`` = 100 iterations (src/trainer.py ``global_step`` -> ``epoch_step``): the 1000th step
+#: follows iteration 99,900, the 2000th iteration 199,900.
+SUL_LR_DROPS = (99_900, 199_900)
 VAL_LOSSES = ("cancer", "all")
 
 
@@ -84,7 +89,7 @@ class TrainConfig:
     batch_size: int = 12
     lr: float = 1e-4
     weight_decay: float = 1e-6
-    schedule: str = "constant"
+    schedule: str = "sul"
     warmup: int = 0
     val_every: int = 100
     val_max_crops: int | None = None
@@ -151,6 +156,8 @@ class TrainConfig:
         for k, default in (("target", None), ("labels", "fine")):  # CSAW-S settings hashes stay as they were
             if d.get(k) == default:
                 d.pop(k, None)
+        if d.get("schedule") == "sul":  # constant before SUL_LR_DROPS[0]; plan_run records it for longer runs
+            d["schedule"] = "constant"
         d["train_file"] = os.path.basename(self.train_file)
         d["val_file"] = os.path.basename(self.val_file)
         if d["image_ids"] is not None:
@@ -219,13 +226,25 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def lr_lambda(schedule: str, total: int, warmup: int = 0) -> Callable[[int], float]:
-    """Multiplier of the base learning rate at step t: constant, poly (power 0.9) or cosine, linear warmup."""
+    """Multiplier of the base learning rate at step t (0-based), after an optional linear warmup.
+
+    ``sul``: as the authors' code, 1 until iteration 99,900, then 0.1, from 199,900 on 0.01
+    (:data:`SUL_LR_DROPS`; constant for any shorter run); ``constant``; ``poly`` (power 0.9);
+    ``cosine``.
+
+    >>> f = lr_lambda("sul", 250_000)
+    >>> [f(t) for t in (0, 99_899, 99_900, 199_900)]
+    [1.0, 1.0, 0.1, 0.01]
+    """
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
     def f(t: int) -> float:
         if warmup and t < warmup:
             return (t + 1) / warmup
+        if schedule == "sul":
+            drops = sum(t >= d for d in SUL_LR_DROPS)
+            return (1.0, 0.1, 0.01)[drops]
         x = min(max(t - warmup, 0) / max(total - warmup, 1), 1.0)
         if schedule == "poly":
             return (1.0 - x) ** 0.9
@@ -431,6 +450,8 @@ def plan_run(cfg: TrainConfig, log: Callable[[str], None]) -> RunPlan:
                                     f"{IMAGENET_FILE}")
             log(f"warning: {weights}: {init['weights_note']}")
     settings = dict(cfg.settings(), data=hashes, total_iterations=total)
+    if cfg.schedule == "sul" and total > SUL_LR_DROPS[0]:  # the learning rate drops within this run
+        settings["schedule"] = "sul"
     return RunPlan(cfg=cfg, data=data, rows=rows, n_images=int(train_index.loc[rows, "image_id"].nunique()),
                    total=total, weights=weights, init=init, settings=settings,
                    settings_hash=settings_hash(settings))

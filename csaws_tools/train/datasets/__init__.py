@@ -1,8 +1,8 @@
 """Datasets of the paper's public studies and a user's own data (paper section 5, protocol section 6).
 
 >>> from csaws_tools.train.datasets import get_adapter, prepare_dataset   # doctest: +SKIP
->>> adapter = get_adapter("cityscapes", "/data/cityscapes")
->>> prepare_dataset(adapter, "INPUTS", target="person", val_size=500)
+>>> adapter = get_adapter("cityscapes", "/data/cityscapes")               # doctest: +SKIP
+>>> prepare_dataset(adapter, "INPUTS", target="person", val_size=500)   # doctest: +SKIP
 
 * :mod:`.base` - the adapter interface (:class:`DatasetAdapter`, :class:`Item`)
 * :mod:`.cityscapes`, :mod:`.voc`, :mod:`.csaws`, :mod:`.folders` - one adapter per layout
