@@ -41,8 +41,8 @@ def training_options(func: Callable) -> Callable:
         click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate."),
         click.option("--weight-decay", type=float, default=1e-6, show_default=True, help="Adam weight decay."),
         click.option("--schedule", type=click.Choice(["sul", "constant", "poly", "cosine"]), default=None,
-                     help="Learning-rate schedule (default: the protocol's). sul: as the authors' code, x0.1 "
-                          "from iteration 99,900 and again from 199,900 (constant for shorter runs; --protocol "
+                     help="Learning-rate schedule (default: the protocol's). sul: as the authors' code, x0.1 after "
+                          "iteration 99,900 and again after 199,900 (constant for shorter runs; --protocol "
                           "paper); constant (--protocol earlier); poly (power 0.9); cosine."),
         click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Linear learning-rate warmup iterations."),
