@@ -130,6 +130,7 @@ def test_grid_cell_end_to_end_on_sample(prepared, tmp_path):
     assert set(table["initialisation"]) == {"scratch"} and table["weights_sha256"].isna().all()
     assert "Initialisation: scratch" in (out / "summary.md").read_text()
     assert set(table["protocol"]) == {table["protocol"].iloc[0]} and "selection sul" in table["protocol"].iloc[0]
+    assert "lr 0.0001 (sul schedule)" in table["protocol"].iloc[0]
     # rerun: every run and evaluation skipped, same results
     mtime = (out / "runs/with/n2/rep0/metrics.json").stat().st_mtime_ns
     again = run_grid(cfg, out, log=lambda m: None)

@@ -281,8 +281,9 @@ def _run_in_processes(cfg: ExperimentConfig, cells: Sequence[Cell], out: Path, l
     """Train and evaluate ``cells``, ``cfg.jobs`` at a time, each in a fresh (spawned) process.
 
     Each process gets ``threads // jobs`` torch threads (``threads``: the
-    run's setting, else all cores). Log messages reach ``log``; progress lines
-    go to stderr, prefixed by their run. The first failure stops the others
+    run's setting, else all cores). Log messages reach ``log``; what the
+    processes write to stderr (progress lines, which name their run) goes to
+    this process's stderr, line by line. The first failure stops the others
     and is raised here as a :class:`~csaws_tools.errors.CsawsError`; Ctrl-C
     (which they ignore) and any other exception here kill them (a run
     resumes from its last checkpoint next time), and so does the death of
@@ -401,7 +402,7 @@ def _protocol_label(t: TrainConfig, target: str = "cancer") -> str:
     loss = t.val_loss if target == "cancer" or t.val_loss != "cancer" else f"{target} only"
     return (f"selection {t.selection}, val loss {loss}, augment {t.augment.protocol} "
             f"({rot}elastic p {t.augment.elastic_p:g} sigma {t.augment.elastic_sigma:g}, crop {t.augment.crop}), "
-            f"{length}, batch {t.batch_size}, lr {t.lr:g}, val every {t.val_every}")
+            f"{length}, batch {t.batch_size}, lr {t.lr:g} ({t.schedule} schedule), val every {t.val_every}")
 
 
 def _settings_note(results: pd.DataFrame, cfg: ExperimentConfig) -> str:
