@@ -329,3 +329,25 @@ def test_the_sul_schedule_is_the_default_and_keeps_the_hash_of_runs_it_leaves_co
     assert cfg.settings() == TrainConfig("a/train_rep0.h5", "a/val_tiles.h5", schedule="constant").settings()
     help_text = CliRunner().invoke(train, ["run", "--help"]).output
     assert "99,900" in help_text and "sul" in help_text
+
+
+def test_a_short_checkpoint_write_reported_by_torch_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch):
+    from csaws_tools.train import loop
+
+    def short(obj, path):  # what torch's zip writer raises when the disk fills during a save
+        Path(path).write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 350883968 vs 350883860")
+
+    monkeypatch.setattr(torch, "save", short)
+    with pytest.raises(OutputError, match=r"last\.pt: cannot write the checkpoint: the write came out short "
+                                          r"\(disk full\? [0-9.]+ GiB free there now; torch: .*unexpected pos") as err:
+        loop._save({"x": torch.zeros(1)}, tmp_path / "last.pt")
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # the partial temporary is removed, no last.pt appears
+
+    def other(obj, path):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "save", other)
+    with pytest.raises(RuntimeError, match="something else"):  # other errors are not disguised as a full disk
+        loop._save({"x": torch.zeros(1)}, tmp_path / "last.pt")

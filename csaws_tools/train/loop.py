@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..atomic import atomic_path, write_text_atomic
 from ..batch import settings_hash
-from ..errors import InputError, OutputError, SettingsError
+from ..errors import InputError, OutputError, SettingsError, one_line
 from ..labels import parse_scheme
 from .augment import MEAN, STD, AugmentConfig, augment_batch, prepare_eval
 from .data import (
@@ -369,11 +370,27 @@ def run_status(run_dir: str | os.PathLike) -> str:
 
 
 def _save(obj: Any, path: Path) -> None:
+    """Write a checkpoint atomically; a failed write is one :class:`OutputError` naming ``path``.
+
+    torch's zip writer reports a short write (a disk that fills up) as a
+    ``RuntimeError`` ("unexpected pos", "PytorchStreamWriter failed writing"),
+    not an ``OSError``: that too becomes the one-line error, with the free space.
+    """
     try:
         with atomic_path(path) as tmp:
             torch.save(obj, tmp)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "inline_container" not in text and "PytorchStreamWriter" not in text:
+            raise
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**30:.1f} GiB free there now"
+        except OSError:
+            free = "free space unknown"
+        raise OutputError(f"{path}: cannot write the checkpoint: the write came out short (disk full? {free}; "
+                          f"torch: {one_line(exc)})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", required: tuple[str, ...] = ()) -> dict:
