@@ -41,11 +41,16 @@ def cluster():
 
 @pytest.fixture
 def address(cluster) -> str:
-    """The shared cluster's scheduler address, after waiting for both workers (one may be restarting)."""
+    """The shared cluster's scheduler address, after waiting for both workers (one may be restarting).
+
+    A worker killed by an earlier test is restarted by its nanny: a new process
+    that imports Dask and the package, which on a busy shared machine has taken
+    longer than 30 s (one CI run: "Only 1/2 workers arrived after 30").
+    """
     from distributed import Client
 
     with Client(cluster.scheduler_address, set_as_default=False) as client:
-        client.wait_for_workers(2, timeout=30)
+        client.wait_for_workers(2, timeout=180)
     return cluster.scheduler_address
 
 
