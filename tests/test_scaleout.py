@@ -7,6 +7,7 @@ as they would to a scheduler on another machine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -18,40 +19,58 @@ pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
 import scaleout_helpers as helpers  # noqa: E402  (tests/ is on sys.path; worker processes inherit it)
 
-from csaws_tools.execution import scaleout  # noqa: E402
 from csaws_tools.batch import Task, read_manifest, run_batch  # noqa: E402
 from csaws_tools.errors import CsawsError, DependencyError  # noqa: E402
+from csaws_tools.execution import scaleout  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A LocalCluster with two worker processes on loopback, shared by this module's tests.
+@contextlib.contextmanager
+def local_cluster():
+    """A LocalCluster with two worker processes on loopback.
 
     The in-process scheduler gives up on a just-killed worker after 5 s instead
     of Dask's default 30 s connect timeout (loopback connects take milliseconds).
     """
     import dask
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "5s"}), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None,
-                      scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as c:
+    with dask.config.set({"distributed.comm.timeouts.connect": "5s"}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None,
+                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as c:
+        with Client(c.scheduler_address, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One cluster shared by this module's tests that kill no worker."""
+    with local_cluster() as c:
         yield c
 
 
 @pytest.fixture
 def address(cluster) -> str:
-    """The shared cluster's scheduler address, after waiting for both workers (one may be restarting).
-
-    A worker killed by an earlier test is restarted by its nanny: a new process
-    that imports Dask and the package, which on a busy shared machine has taken
-    longer than 30 s (one CI run: "Only 1/2 workers arrived after 30").
-    """
+    """The shared cluster's scheduler address, after checking both workers are there."""
     from distributed import Client
 
     with Client(cluster.scheduler_address, set_as_default=False) as client:
-        client.wait_for_workers(2, timeout=180)
+        client.wait_for_workers(2, timeout=120)
     return cluster.scheduler_address
+
+
+@pytest.fixture
+def killable_address():
+    """A cluster of its own for a test that kills workers.
+
+    A killed worker is restarted by its nanny, which on a busy shared machine
+    has failed for good (the shared cluster then served 1 of 2 workers to
+    every later test: "Only 1/2 workers arrived after 30"); a test's own
+    cluster keeps that from reaching the others.
+    """
+    with local_cluster() as c:
+        yield c.scheduler_address
 
 
 def toy_tasks(out: Path, n: int) -> list[Task]:
@@ -89,13 +108,13 @@ def test_cluster_run_equals_local_run(tmp_path, address):
     assert {k: v for k, v in files(dask_out).items() if k.endswith(".txt")} == expected
 
 
-def test_worker_killed_mid_batch_is_retried(tmp_path, address):
+def test_worker_killed_mid_batch_is_retried(tmp_path, killable_address):
     out = tmp_path / "out"
     marker = tmp_path / "died"
     worker = functools.partial(helpers.write_toy, die_marker=str(marker), die_on="k013")
     # Batches of 10: k013 is the fourth input of the second batch, so the worker dies mid-batch.
     result = run_batch(toy_tasks(out, 40), worker, manifest=out / "manifest.parquet",
-                       scheduler=address, batch_size=10, progress=False)
+                       scheduler=killable_address, batch_size=10, progress=False)
     assert marker.exists(), "the worker process was not killed"
     assert int(marker.read_text()) not in {r["pid"] for r in result.rows}
     assert result.failed == 0 and len(result.rows) == 40
@@ -106,10 +125,10 @@ def test_worker_killed_mid_batch_is_retried(tmp_path, address):
                           "manifest.parquet": (out / "manifest.parquet").read_bytes()}
 
 
-def test_input_that_always_kills_its_worker_fails_alone(tmp_path, address, capsys):
+def test_input_that_always_kills_its_worker_fails_alone(tmp_path, killable_address, capsys):
     out = tmp_path / "out"
     worker = functools.partial(helpers.write_toy, always_die_on="k005")
-    result = run_batch(toy_tasks(out, 12), worker, manifest=None, scheduler=address, batch_size=6,
+    result = run_batch(toy_tasks(out, 12), worker, manifest=None, scheduler=killable_address, batch_size=6,
                        progress=False)
     failed = [r for r in result.rows if r["status"] == "error"]
     assert [r["source"] for r in failed] == ["in/k005"]
@@ -272,7 +291,7 @@ def test_dicom2png_cluster_and_shards_equal_local(dicoms, tmp_path, address):
     assert manifest_rows(sharded / "manifest.parquet", sharded) == rows
 
 
-def test_dicom2png_worker_killed_mid_batch(dicoms, tmp_path, address, monkeypatch):
+def test_dicom2png_worker_killed_mid_batch(dicoms, tmp_path, killable_address, monkeypatch):
     from csaws_tools.dicom import convert as dicom2png
 
     local = tmp_path / "local"
@@ -282,7 +301,7 @@ def test_dicom2png_worker_killed_mid_batch(dicoms, tmp_path, address, monkeypatc
     monkeypatch.setattr(dicom2png, "_task_worker",
                         helpers.DieOnce(dicom2png._task_worker, marker=str(marker), name="img13.dcm"))
     dask = tmp_path / "dask"
-    result = dicom2png.convert(dicoms, dask, scheduler=address, batch_size=6, progress=False)
+    result = dicom2png.convert(dicoms, dask, scheduler=killable_address, batch_size=6, progress=False)
     assert marker.exists(), "the worker process was not killed"
     assert result.failed == 0 and result.count("ok") + result.count("skipped") == 25
     assert tree(dask) == tree(local)
