@@ -392,3 +392,17 @@ def test_a_run_long_enough_for_suls_rate_drop_hashes_its_schedule(prepared):
     assert short["sul"].settings_hash == short["constant"].settings_hash  # the same rates throughout
     assert long["sul"].settings_hash != long["constant"].settings_hash  # the rate drops at 99,900
     assert long["sul"].settings["schedule"] == "sul"
+
+
+def test_a_run_process_takes_the_parents_file_hashes_instead_of_reading_the_files_again(tmp_path):
+    import hashlib
+
+    from csaws_tools.train import data
+
+    f = tmp_path / "big.h5"
+    f.write_bytes(b"x" * 1000)
+    data.add_known_hashes({(str(f.resolve()), 1000, f.stat().st_mtime_ns): "given by the parent"})
+    assert data.file_hash(f) == "given by the parent"  # taken, not computed from the content
+    assert data.known_hashes()[(str(f.resolve()), 1000, f.stat().st_mtime_ns)] == "given by the parent"
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))  # changed since: hashed again
+    assert data.file_hash(f) == hashlib.sha256(b"x" * 1000).hexdigest()

@@ -48,6 +48,17 @@ def file_hash(path: str | os.PathLike) -> str:
     return _HASHES[key]
 
 
+def known_hashes() -> dict[tuple, str]:
+    """The hashes :func:`file_hash` has computed in this process, to hand to a process it starts."""
+    return dict(_HASHES)
+
+
+def add_known_hashes(known: dict[tuple, str]) -> None:
+    """Take hashes another process computed (keyed by path, size and modification time, so a
+    file changed since is hashed again) instead of reading those files once more."""
+    _HASHES.update(known)
+
+
 def is_image_set(path: str | os.PathLike) -> bool:
     """Whether ``path`` is an images file of ``csaws-train prepare --dataset`` (format ``csaws-images/1``)."""
     import h5py

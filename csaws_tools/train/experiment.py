@@ -49,7 +49,7 @@ from ..batch import inputs_hash, settings_hash
 from ..errors import CsawsError, InputError, SettingsError, one_line
 from ..execution.tasks import init_pool_process
 from ..labels import parse_scheme
-from .data import file_hash, is_image_set, read_index
+from .data import add_known_hashes, file_hash, is_image_set, known_hashes, read_index
 from .loop import (
     RunData,
     TrainConfig,
@@ -200,11 +200,13 @@ def run_cells(cfg: ExperimentConfig, cells: Sequence[Cell], out: str | os.PathLi
                             param="test_maps")
     if cfg.jobs < 1:
         raise SettingsError(f"jobs={cfg.jobs}: give 1 or more", param="jobs")
+    tiles_hash = file_hash(cfg.test_tiles)
     if cfg.jobs > 1 and len(cells) > 1:
+        for path in {cfg.train.val_file, *(train_file_of(cfg, c.rep) for c in cells)}:
+            file_hash(path)  # once here, not once per run process
         _run_in_processes(cfg, cells, out, log, overwrite)
         log, overwrite = (lambda msg: None), False  # every cell is done: read them back quietly
     device = resolve_device(cfg.train.device)
-    tiles_hash = file_hash(cfg.test_tiles)
     rows: list[dict] = []
     for k, cell in enumerate(cells, start=1):
         rows.extend(_run_cell(cfg, cell, k, len(cells), out, log, overwrite, device, tiles_hash))
@@ -261,12 +263,14 @@ class _QueueStream:
 
 
 def _cell_process(cfg: ExperimentConfig, cell: Cell, k: int, total: int, out: str, overwrite: bool,
-                  messages: Any, parent: int) -> None:
+                  messages: Any, parent: int, hashes: dict[tuple, str]) -> None:
     """Body of one process of :func:`_run_in_processes`: run one cell, report through ``messages``.
 
     Like a batch pool process it ignores Ctrl-C (the parent stops it) and ends with its parent.
+    ``hashes``: the input files' content hashes the parent already computed.
     """
     init_pool_process(parent)
+    add_known_hashes(hashes)
     sys.stderr = _QueueStream(messages)  # progress lines (not a bar: several runs share the terminal)
     try:
         _run_cell(cfg, cell, k, total, Path(out), lambda msg: messages.put(("log", msg)), overwrite,
@@ -295,6 +299,7 @@ def _run_in_processes(cfg: ExperimentConfig, cells: Sequence[Cell], out: Path, l
     job_cfg = replace(cfg, train=replace(cfg.train, threads=threads), jobs=1)
     context = multiprocessing.get_context("spawn")  # torch's threads do not survive fork
     messages = context.Queue()
+    hashes = known_hashes()
     todo = list(enumerate(cells, start=1))
     running: dict[int, Any] = {}
     finished: set[int] = set()
@@ -314,7 +319,7 @@ def _run_in_processes(cfg: ExperimentConfig, cells: Sequence[Cell], out: Path, l
             while todo and len(running) < cfg.jobs:
                 k, cell = todo.pop(0)
                 proc = context.Process(target=_cell_process, args=(job_cfg, cell, k, len(cells), str(out),
-                                                                   overwrite, messages, os.getpid()),
+                                                                   overwrite, messages, os.getpid(), hashes),
                                        daemon=True)
                 proc.start()
                 running[k] = proc
